@@ -1,0 +1,32 @@
+"""Backends: ``compile(graph, target) -> Executable``; call it with named arrays, get named arrays.
+
+Targets are looked up in one table. Heavy imports (tvm, onnxruntime) happen inside the backend
+module that needs them, when that target is first compiled for.
+"""
+from __future__ import annotations
+
+import importlib
+
+from graphdsl.errors import TargetError
+from graphdsl.graph import Graph
+
+from .base import Executable, bind_inputs
+
+# target name -> module that defines compile(graph, **options)
+TARGETS: dict[str, str] = {
+    "numpy": "backends.numpy_backend",
+}
+
+
+def compile(graph: Graph, target: str = "numpy", **options) -> Executable:
+    """Compile ``graph`` for ``target`` (one of ``backends.TARGETS``)."""
+    if not isinstance(graph, Graph):
+        raise TargetError(f"compile() takes a Graph, got {type(graph).__name__}",
+                          hint="build one with graphdsl.trace(fn, x='f32[batch,16]')")
+    if target not in TARGETS:
+        raise TargetError(f"unknown target {target!r}", hint=f"available targets: {', '.join(TARGETS)}")
+    module = importlib.import_module(TARGETS[target])
+    return module.compile(graph, **options)
+
+
+__all__ = ["compile", "Executable", "TARGETS", "bind_inputs"]

@@ -1,0 +1,132 @@
+"""What every backend shares: the calling convention and the checks on a call's inputs.
+
+An executable is called with named arrays (a mapping, keywords, or both) and returns a dict of named
+arrays. Before any backend code runs, the inputs are checked against the graph: names, dtypes, ranks
+and dims, binding each symbolic dim (``batch``) to its size, so a bad call fails with one clear
+message, never a traceback from inside a kernel.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Mapping
+
+import numpy as np
+
+from graphdsl import dtypes as _dt
+from graphdsl.errors import InputError
+from graphdsl.graph import Graph
+from graphdsl.types import Dim
+
+
+def bind_inputs(graph: Graph, args: tuple, kwargs: Mapping) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Check a call's arrays against the graph's inputs and params; return them and the dim sizes."""
+    if len(args) > 1 or (args and not isinstance(args[0], Mapping)):
+        raise InputError("call an executable with named arrays: exe(x=...) or exe({'x': ...})")
+    given = {**(args[0] if args else {}), **kwargs}
+    expected = {**graph.inputs, **graph.params}
+    missing = [k for k in expected if k not in given]
+    unknown = [k for k in given if k not in expected]
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing}")
+        if unknown:
+            parts.append(f"unknown {unknown}")
+        raise InputError(f"graph {graph.name!r}: " + "; ".join(parts),
+                         hint=f"it takes inputs {list(graph.inputs)} and {len(graph.params)} parameters")
+    env: dict[str, int] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for name, node in expected.items():
+        arr = np.asarray(given[name])
+        want = node.type
+        if arr.dtype != want.dtype.np:
+            have = _dt.dtype(arr.dtype) if arr.dtype in _NUMPY_OK else None
+            if have is None or not _castable(have, want.dtype, arr):
+                raise InputError(f"input {name!r} expects {want}, got {arr.dtype} array of shape "
+                                 f"{list(arr.shape)}", hint=f"convert it: arr.astype('{want.dtype.name}')")
+            arr = arr.astype(want.dtype.np)
+        if arr.ndim != len(want.shape):
+            raise InputError(f"input {name!r} expects {want} (rank {len(want.shape)}), got shape "
+                             f"{list(arr.shape)}")
+        for axis, (dim, size) in enumerate(zip(want.shape, arr.shape)):
+            _bind(name, want, arr.shape, axis, dim, size, env)
+        arrays[name] = arr
+    return arrays, env
+
+
+_NUMPY_OK = {d.np for d in _dt.ALL}
+
+
+def _castable(have, want, arr) -> bool:
+    """Accept arrays of the same kind (int64 data for an int32 input, f64 for f32), not int<->float."""
+    if have.kind == want.kind:
+        return True
+    return have.is_int and want.is_float or (have.is_bool and want.kind == "int")
+
+
+def _bind(name, want, shape, axis, dim, size, env) -> None:
+    if isinstance(dim, int):
+        if dim != size:
+            raise InputError(f"input {name!r} expects {want}, got shape {list(shape)} "
+                             f"(axis {axis} is {size}, not {dim})")
+        return
+    free = [s for s in dim.symbols if s not in env]
+    if len(free) == 1 and len(dim.terms) == 1 and dim.terms.get(((free[0], 1),)) == 1:
+        env[free[0]] = size
+        return
+    if free:
+        raise InputError(f"input {name!r}: cannot bind dim {dim} on axis {axis}",
+                         hint="declare inputs with plain symbolic dims like 'batch'")
+    if dim.evaluate(env) != size:
+        bound = ", ".join(f"{k}={v}" for k, v in sorted(env.items()))
+        raise InputError(f"input {name!r} expects {want}, got shape {list(shape)} "
+                         f"(axis {axis}: {dim} = {dim.evaluate(env)} with {bound})")
+
+
+def resolve_attr(value, env: Mapping[str, int]):
+    """Replace symbolic dims in an attribute by their sizes for this call."""
+    if isinstance(value, Dim):
+        return value.evaluate(env)
+    if isinstance(value, tuple):
+        return tuple(resolve_attr(v, env) for v in value)
+    return value
+
+
+def has_symbolic(value) -> bool:
+    if isinstance(value, Dim):
+        return True
+    if isinstance(value, tuple):
+        return any(has_symbolic(v) for v in value)
+    return False
+
+
+class Executable(abc.ABC):
+    """A compiled graph. ``exe(x=..., **params) -> {output name: array}``."""
+
+    target = "?"
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.graph.inputs)
+
+    @property
+    def param_names(self) -> list[str]:
+        return list(self.graph.params)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.graph.outputs)
+
+    def __call__(self, *args, **kwargs) -> dict[str, np.ndarray]:
+        arrays, env = bind_inputs(self.graph, args, kwargs)
+        return self.run(arrays, env)
+
+    @abc.abstractmethod
+    def run(self, arrays: dict[str, np.ndarray], env: dict[str, int]) -> dict[str, np.ndarray]:
+        """Run on checked arrays; ``env`` holds the size of each symbolic dim for this call."""
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.graph.name} on {self.target}>"

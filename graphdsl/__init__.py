@@ -1,0 +1,14 @@
+"""graphdsl: declare Transformer models in a small symbolic DSL, optimize the graph, compile it."""
+from __future__ import annotations
+
+from . import dtypes, ops
+from .dtypes import bfloat16, bool_, float16, float32, float64, int32, int64
+from .errors import GraphDSLError, ShapeError, TypeError_
+from .graph import Graph, Node
+from .tracing import Parameter, Tensor, trace
+from .types import Dim, Shape, TensorType
+
+__version__ = "0.1.0"
+__all__ = ["Dim", "Graph", "GraphDSLError", "Node", "Parameter", "Shape", "ShapeError", "Tensor",
+           "TensorType", "TypeError_", "bfloat16", "bool_", "dtypes", "float16", "float32", "float64",
+           "int32", "int64", "ops", "trace"]

@@ -1,0 +1,86 @@
+"""Helpers shared by op declarations: type rules for common op shapes and gradient plumbing."""
+from __future__ import annotations
+
+from graphdsl import dtypes as _dt
+from graphdsl.errors import ShapeError, TypeError_
+from graphdsl.types import Shape, TensorType, broadcast_shapes, normalize_axis
+
+
+def types_str(*types) -> str:
+    return ", ".join(str(t) for t in types)
+
+
+def same_dtype(op: str, *types: TensorType):
+    first = types[0].dtype
+    for t in types[1:]:
+        if t.dtype != first:
+            raise TypeError_(f"dtypes differ: {types_str(*types)}", op=op,
+                             hint=f"cast one side, e.g. y.astype('{first.name}')")
+    return first
+
+
+def broadcast_infer(op: str, *types: TensorType) -> Shape:
+    shape = broadcast_shapes(*(t.shape for t in types))
+    if shape is None:
+        raise ShapeError(f"shapes do not broadcast: {types_str(*types)}", op=op,
+                         hint="broadcasting aligns trailing dims; each pair must be equal or 1")
+    return shape
+
+
+def require_float(op: str, t: TensorType) -> None:
+    if not t.dtype.is_float:
+        raise TypeError_(f"needs a floating-point input, got {t}", op=op,
+                         hint="cast it first: x.astype('float32')")
+
+
+def binary_infer(name: str, *, out_dtype=None, kinds=None):
+    """Type rule of a broadcasting binary op (same dtype both sides)."""
+    def infer(a: TensorType, b: TensorType) -> TensorType:
+        dt = same_dtype(name, a, b)
+        if kinds is not None and dt.kind not in kinds:
+            raise TypeError_(f"does not take {dt.name} inputs ({types_str(a, b)})", op=name)
+        return TensorType(broadcast_infer(name, a, b), out_dtype or dt)
+    return infer
+
+
+def unary_float_infer(name: str):
+    def infer(x: TensorType) -> TensorType:
+        require_float(name, x)
+        return x
+    return infer
+
+
+def axis_attr(axis, rank: int, op: str) -> int:
+    return normalize_axis(int(axis), rank, op)
+
+
+def axes_attr(axis, rank: int, op: str) -> tuple[int, ...] | None:
+    """Normalize a reduction's axis attribute: None (all axes) or a sorted tuple of axes."""
+    if axis is None:
+        return None
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    out = tuple(sorted({normalize_axis(int(a), rank, op) for a in axes}))
+    return out
+
+
+# -- gradient plumbing (runs while tracing the gradient graph) --------------------------------
+def sum_to(g, shape: Shape):
+    """Sum ``g`` down to ``shape``: the adjoint of broadcasting."""
+    from . import reduce, shape as shape_ops
+    gshape = g.shape
+    if gshape == shape:
+        return g
+    lead = len(gshape) - len(shape)
+    axes = list(range(lead))
+    for i, d in enumerate(shape):
+        if d == 1 and gshape[lead + i] != 1:
+            axes.append(lead + i)
+    if axes:
+        g = reduce.sum(g, axis=tuple(axes), keepdims=True)
+    if g.shape != shape:
+        g = shape_ops.reshape(g, shape=tuple(shape))
+    return g
+
+
+def float_dtype(t: TensorType):
+    return t.dtype if t.dtype.is_float else _dt.float32

@@ -1,0 +1,207 @@
+"""Elementwise ops: arithmetic, math functions, activations, comparisons, logic, where, cast."""
+from __future__ import annotations
+
+import numpy as np
+from scipy import special as _sp
+
+from graphdsl import dtypes as _dt
+from graphdsl.errors import TypeError_
+from graphdsl.registry import defop
+from graphdsl.types import TensorType
+
+from ._common import (binary_infer, broadcast_infer, require_float, same_dtype, sum_to,
+                      types_str, unary_float_infer)
+
+_SQRT_2_OVER_PI = float(np.sqrt(2.0 / np.pi))
+_INV_SQRT_2 = float(1.0 / np.sqrt(2.0))
+
+
+def _keep(dtype_like):
+    """Wrap a NumPy function so its result keeps the input's dtype (f16/bf16 stay narrow)."""
+    def wrapped(*xs, **kw):
+        out = dtype_like(*xs, **kw)
+        return np.asarray(out, dtype=xs[0].dtype)
+    return wrapped
+
+
+# -- binary arithmetic --------------------------------------------------------------------------
+add = defop("add", arity=2, infer=binary_infer("add", kinds=("float", "int")),
+            ref=_keep(np.add), vjp=lambda g, y, a, b: [sum_to(g, a.shape), sum_to(g, b.shape)],
+            tags=("commutative", "elementwise"))
+sub = defop("sub", arity=2, infer=binary_infer("sub", kinds=("float", "int")),
+            ref=_keep(np.subtract), vjp=lambda g, y, a, b: [sum_to(g, a.shape), sum_to(-g, b.shape)],
+            tags=("elementwise",))
+mul = defop("mul", arity=2, infer=binary_infer("mul", kinds=("float", "int")),
+            ref=_keep(np.multiply),
+            vjp=lambda g, y, a, b: [sum_to(g * b, a.shape), sum_to(g * a, b.shape)],
+            tags=("commutative", "elementwise"))
+
+
+def _div_ref(a, b):
+    if np.issubdtype(a.dtype, np.integer):
+        return np.floor_divide(a, np.where(b == 0, 1, b)).astype(a.dtype)
+    return np.asarray(a / b, dtype=a.dtype)
+
+
+div = defop("div", arity=2, infer=binary_infer("div", kinds=("float", "int")), ref=_div_ref,
+            vjp=lambda g, y, a, b: [sum_to(g / b, a.shape), sum_to(-g * y / b, b.shape)],
+            doc="a / b; on integers, floor division (x // 0 is defined as x // 1)",
+            tags=("elementwise",))
+
+
+def _pow_vjp(g, y, a, b):
+    ga = sum_to(g * b * pow(a, b - 1.0), a.shape)
+    safe = where(greater(a, 0.0), a, 1.0)
+    gb = sum_to(g * y * log(safe), b.shape)
+    return [ga, gb]
+
+
+pow = defop("pow", arity=2, infer=binary_infer("pow", kinds=("float",)), ref=_keep(np.power),
+            vjp=_pow_vjp, doc="a ** b (the gradient for b treats a <= 0 as contributing 0)",
+            tags=("elementwise",))
+maximum = defop("maximum", arity=2, infer=binary_infer("maximum", kinds=("float", "int")),
+                ref=_keep(np.maximum),
+                vjp=lambda g, y, a, b: [sum_to(where(greater_equal(a, b), g, 0.0), a.shape),
+                                        sum_to(where(greater_equal(a, b), 0.0, g), b.shape)],
+                tags=("commutative", "elementwise"))
+minimum = defop("minimum", arity=2, infer=binary_infer("minimum", kinds=("float", "int")),
+                ref=_keep(np.minimum),
+                vjp=lambda g, y, a, b: [sum_to(where(less_equal(a, b), g, 0.0), a.shape),
+                                        sum_to(where(less_equal(a, b), 0.0, g), b.shape)],
+                tags=("commutative", "elementwise"))
+
+
+# -- unary math ---------------------------------------------------------------------------------
+def _signed_infer(x: TensorType) -> TensorType:
+    if x.dtype.is_bool:
+        raise TypeError_(f"does not take bool input {x}", hint="use logical_not for booleans")
+    return x
+
+
+neg = defop("neg", infer=_signed_infer, ref=_keep(np.negative), vjp=lambda g, y, x: [-g],
+            tags=("elementwise",))
+abs = defop("abs", infer=_signed_infer, ref=_keep(np.abs),
+            vjp=lambda g, y, x: [where(less(x, 0.0), -g, g)], tags=("elementwise",))
+exp = defop("exp", infer=unary_float_infer("exp"), ref=_keep(np.exp), vjp=lambda g, y, x: [g * y],
+            tags=("elementwise",))
+log = defop("log", infer=unary_float_infer("log"), ref=_keep(np.log), vjp=lambda g, y, x: [g / x],
+            tags=("elementwise",))
+sqrt = defop("sqrt", infer=unary_float_infer("sqrt"), ref=_keep(np.sqrt),
+             vjp=lambda g, y, x: [g * 0.5 / y], tags=("elementwise",))
+rsqrt = defop("rsqrt", infer=unary_float_infer("rsqrt"), ref=_keep(lambda x: 1.0 / np.sqrt(x)),
+              vjp=lambda g, y, x: [g * -0.5 * y * y * y], tags=("elementwise",))
+tanh = defop("tanh", infer=unary_float_infer("tanh"), ref=_keep(np.tanh),
+             vjp=lambda g, y, x: [g * (1.0 - y * y)], tags=("elementwise",))
+erf = defop("erf", infer=unary_float_infer("erf"),
+            ref=_keep(lambda x: _sp.erf(x.astype(np.float64) if x.dtype.itemsize < 4 else x)),
+            vjp=lambda g, y, x: [g * (2.0 / np.sqrt(np.pi)) * exp(-(x * x))], tags=("elementwise",))
+
+
+def _sigmoid_ref(x):
+    return np.asarray(_sp.expit(x.astype(np.float32) if x.dtype.itemsize < 4 else x), x.dtype)
+
+
+sigmoid = defop("sigmoid", infer=unary_float_infer("sigmoid"), ref=_sigmoid_ref,
+                vjp=lambda g, y, x: [g * y * (1.0 - y)], tags=("elementwise",))
+relu = defop("relu", infer=_signed_infer, ref=_keep(lambda x: np.maximum(x, 0)),
+             vjp=lambda g, y, x: [where(greater(x, 0.0), g, 0.0)], tags=("elementwise",))
+silu = defop("silu", infer=unary_float_infer("silu"), ref=lambda x: (x * _sigmoid_ref(x)).astype(x.dtype),
+             vjp=lambda g, y, x: [g * (sigmoid(x) * (1.0 + x * (1.0 - sigmoid(x))))],
+             tags=("elementwise",))
+
+
+def _gelu_ref(x, approximate):
+    x64 = x.astype(np.float64)
+    if approximate == "tanh":
+        out = 0.5 * x64 * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x64 + 0.044715 * x64 ** 3)))
+    else:
+        out = 0.5 * x64 * (1.0 + _sp.erf(x64 * _INV_SQRT_2))
+    return out.astype(x.dtype)
+
+
+def _gelu_vjp(g, y, x, approximate):
+    if approximate == "tanh":
+        inner = _SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
+        t = tanh(inner)
+        dinner = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x * x)
+        return [g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)]
+    cdf = 0.5 * (1.0 + erf(x * _INV_SQRT_2))
+    pdf = exp(-0.5 * x * x) * float(1.0 / np.sqrt(2 * np.pi))
+    return [g * (cdf + x * pdf)]
+
+
+def _gelu_infer(x, approximate):
+    require_float("gelu", x)
+    if approximate not in ("none", "tanh"):
+        raise TypeError_(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    return x
+
+
+gelu = defop("gelu", attrs={"approximate": "none"}, infer=_gelu_infer, ref=_gelu_ref, vjp=_gelu_vjp,
+             doc="GELU, exact (erf) or the tanh approximation", tags=("elementwise",))
+
+
+# -- comparisons and logic -------------------------------------------------------------------------
+def _compare(name, fn):
+    return defop(name, arity=2, infer=binary_infer(name, out_dtype=_dt.bool_), ref=fn,
+                 differentiable=False, tags=("elementwise", "compare"))
+
+
+equal = _compare("equal", np.equal)
+not_equal = _compare("not_equal", np.not_equal)
+less = _compare("less", np.less)
+less_equal = _compare("less_equal", np.less_equal)
+greater = _compare("greater", np.greater)
+greater_equal = _compare("greater_equal", np.greater_equal)
+
+
+def _logic(name, fn, arity=2):
+    def infer(*types):
+        for t in types:
+            if not t.dtype.is_bool:
+                raise TypeError_(f"takes bool inputs, got {types_str(*types)}", op=name,
+                                 hint="compare first (x > 0) or cast with astype('bool')")
+        return TensorType(broadcast_infer(name, *types), _dt.bool_)
+    return defop(name, arity=arity, infer=infer, ref=fn, differentiable=False, tags=("elementwise",))
+
+
+logical_and = _logic("logical_and", np.logical_and)
+logical_or = _logic("logical_or", np.logical_or)
+logical_not = _logic("logical_not", np.logical_not, arity=1)
+
+
+def _where_infer(c, a, b):
+    if not c.dtype.is_bool:
+        raise TypeError_(f"condition must be bool, got {c}", op="where",
+                         hint="compare first, e.g. where(mask > 0, x, y)")
+    dt = same_dtype("where", a, b)
+    return TensorType(broadcast_infer("where", c, a, b), dt)
+
+
+where = defop("where", arity=3, infer=_where_infer,
+              ref=lambda c, a, b: np.where(c, a, b).astype(a.dtype),
+              vjp=lambda g, y, c, a, b: [None, sum_to(where(c, g, 0.0), a.shape),
+                                         sum_to(where(c, 0.0, g), b.shape)],
+              doc="where(cond, a, b): a where cond holds, else b", tags=("elementwise",))
+
+
+def _cast_ref(x, dtype):
+    target = dtype.np
+    if dtype.is_int and x.dtype.kind == "f":
+        x = np.trunc(x)
+    return x.astype(target)
+
+
+def _cast_vjp(g, y, x, dtype):
+    if not x.dtype.is_float:
+        return [None]
+    return [cast(g, dtype=x.dtype)]
+
+
+def _cast_normalize(x, dtype):
+    return {"dtype": _dt.dtype(dtype)}
+
+
+cast = defop("cast", attrs=("dtype",), normalize=_cast_normalize,
+             infer=lambda x, dtype: x.with_dtype(dtype), ref=_cast_ref, vjp=_cast_vjp,
+             doc="convert to another dtype (float to int truncates toward zero)", tags=("elementwise",))

@@ -1,0 +1,76 @@
+"""Shape ops: reshape, transpose/permute, broadcast_to, and the indexing helpers built on them."""
+from __future__ import annotations
+
+import numpy as np
+
+from graphdsl.errors import ShapeError
+from graphdsl.registry import defop
+from graphdsl.types import Dim, Shape, TensorType, as_dim, broadcast_shapes, dim_div
+
+from ._common import sum_to
+
+
+def _reshape_normalize(x: TensorType, shape):
+    """Resolve one -1 against the input's element count, symbolically."""
+    dims = [as_dim(d) for d in shape]
+    holes = [i for i, d in enumerate(dims) if isinstance(d, int) and d == -1]
+    if len(holes) > 1:
+        raise ShapeError(f"at most one -1 in the target shape, got {tuple(shape)}", op="reshape")
+    if holes:
+        known = 1
+        for i, d in enumerate(dims):
+            if i != holes[0]:
+                known = known * d
+        missing = dim_div(x.shape.numel(), known)
+        if missing is None:
+            raise ShapeError(f"cannot reshape {x} to {tuple(shape)}: "
+                             f"{x.shape.numel()} elements do not divide by {known}", op="reshape")
+        dims[holes[0]] = missing
+    return {"shape": tuple(dims)}
+
+
+def _reshape_infer(x: TensorType, shape):
+    target = Shape(shape)
+    if any(isinstance(d, int) and d < 0 for d in target):
+        raise ShapeError(f"negative dim in target shape {target}", op="reshape")
+    if Dim.of(target.numel()) != Dim.of(x.shape.numel()):
+        raise ShapeError(f"cannot reshape {x} to {target}: {x.shape.numel()} elements vs "
+                         f"{target.numel()}", op="reshape",
+                         hint="the element counts must match; use -1 for the dim to infer")
+    return x.with_shape(target)
+
+
+reshape = defop("reshape", attrs=("shape",), normalize=_reshape_normalize, infer=_reshape_infer,
+                ref=lambda x, shape: np.reshape(x, shape),
+                vjp=lambda g, y, x, shape: [reshape(g, shape=tuple(x.shape))],
+                doc="same elements, new shape (one dim may be -1)")
+
+
+def _transpose_normalize(x: TensorType, perm):
+    perm = tuple(int(p) % x.rank if x.rank else 0 for p in perm)
+    if sorted(perm) != list(range(x.rank)):
+        raise ShapeError(f"perm {perm} is not a permutation of the {x.rank} axes of {x}", op="transpose")
+    return {"perm": perm}
+
+
+transpose = defop("transpose", attrs=("perm",), normalize=_transpose_normalize,
+                  infer=lambda x, perm: x.with_shape(tuple(x.shape[p] for p in perm)),
+                  ref=lambda x, perm: np.transpose(x, perm),
+                  vjp=lambda g, y, x, perm: [transpose(g, perm=tuple(np.argsort(perm).tolist()))],
+                  doc="permute axes (x.transpose(-1, -2), x.permute(0, 2, 1, 3))")
+
+
+def _broadcast_infer(x: TensorType, shape):
+    target = Shape(shape)
+    if len(target) < x.rank or broadcast_shapes(x.shape, target) != target:
+        raise ShapeError(f"cannot broadcast {x} to {target}", op="broadcast_to")
+    return x.with_shape(target)
+
+
+broadcast_to = defop("broadcast_to", attrs=("shape",),
+                     normalize=lambda x, shape: {"shape": tuple(as_dim(d) for d in shape)},
+                     infer=_broadcast_infer,
+                     ref=lambda x, shape: np.ascontiguousarray(np.broadcast_to(x, shape)),
+                     vjp=lambda g, y, x, shape: [sum_to(g, x.shape)],
+                     doc="expand size-1 and missing leading axes (PyTorch's expand)")
+expand = broadcast_to
