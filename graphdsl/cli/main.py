@@ -1,5 +1,7 @@
-"""`graphdsl` command: subcommands grow with the library."""
+"""The `graphdsl` command. Each subcommand is a thin layer over the library's public API."""
 from __future__ import annotations
+
+import json
 
 import click
 
@@ -7,4 +9,39 @@ import click
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="graphdsl")
 def main():
-    """graphdsl: Transformer models in a symbolic DSL, optimized by graph passes, compiled by TVM."""
+    """graphdsl: Transformer models in a symbolic DSL, optimized by graph passes, compiled by TVM.
+
+    Start with `graphdsl demo`.
+    """
+
+
+@main.command("ops")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
+def ops_command(as_json: bool):
+    """List every op in the registry: attributes, gradient rule, decomposition."""
+    from graphdsl.registry import all_ops
+    rows = []
+    for name, op in sorted(all_ops().items()):
+        if not op.differentiable:
+            gradient = "none (not differentiable)"
+        elif op.vjp is not None:
+            gradient = "vjp"
+        else:
+            gradient = "via decomposition"
+        rows.append({"op": name, "attrs": {k: repr(v) for k, v in op.attrs.items()},
+                     "primitive": op.is_primitive, "gradient": gradient,
+                     "decomposition": op.decompose is not None, "doc": op.doc})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max(len(r["op"]) for r in rows)
+    for r in rows:
+        attrs = ", ".join(f"{k}={v}" for k, v in r["attrs"].items())
+        kind = "" if r["primitive"] else " [composite]"
+        click.echo(f"{r['op']:<{width}}  ({attrs}){kind}  grad: {r['gradient']}")
+    click.echo(f"\n{len(rows)} ops")
+
+
+from .demo import demo  # noqa: E402  (registers the subcommand)
+
+main.add_command(demo)

@@ -8,3 +8,8 @@ from .elementwise import *  # noqa: F401,F403
 from .linalg import *  # noqa: F401,F403
 from .reduce import *  # noqa: F401,F403
 from .shape import *  # noqa: F401,F403
+from .indexing import *  # noqa: F401,F403
+from .nn import *  # noqa: F401,F403
+from .random import *  # noqa: F401,F403
+from .attention import *  # noqa: F401,F403
+from .losses import *  # noqa: F401,F403
