@@ -29,12 +29,14 @@ def bind_inputs(graph: Graph, args: tuple, kwargs: Mapping) -> tuple[dict[str, n
     if missing or unknown:
         parts = []
         if missing:
-            parts.append(f"missing {missing}")
+            parts.append("missing " + ", ".join(f"{k!r} ({expected[k].type})" for k in missing))
         if unknown:
-            parts.append(f"unknown {unknown}")
+            parts.append("unknown " + ", ".join(f"{k!r} ({_describe(given[k])})" for k in unknown))
+        takes = ", ".join(f"{k}: {n.type}" for k, n in graph.inputs.items())
         raise InputError(f"graph {graph.name!r}: " + "; ".join(parts),
-                         hint=f"it takes inputs {list(graph.inputs)} and {len(graph.params)} parameters")
+                         hint=f"it takes inputs ({takes}) and {len(graph.params)} parameters")
     env: dict[str, int] = {}
+    bound_by: dict[str, str] = {}   # symbol -> the input that fixed its size, for messages
     arrays: dict[str, np.ndarray] = {}
     for name, node in expected.items():
         arr = np.asarray(given[name])
@@ -49,12 +51,17 @@ def bind_inputs(graph: Graph, args: tuple, kwargs: Mapping) -> tuple[dict[str, n
             raise InputError(f"input {name!r} expects {want} (rank {len(want.shape)}), got shape "
                              f"{list(arr.shape)}")
         for axis, (dim, size) in enumerate(zip(want.shape, arr.shape)):
-            _bind(name, want, arr.shape, axis, dim, size, env)
+            _bind(name, want, arr.shape, axis, dim, size, env, bound_by)
         arrays[name] = arr
     return arrays, env
 
 
 _NUMPY_OK = {d.np for d in _dt.ALL}
+
+
+def _describe(value) -> str:
+    arr = np.asarray(value)
+    return f"given {arr.dtype} array of shape {list(arr.shape)}"
 
 
 def _castable(have, want, arr) -> bool:
@@ -64,7 +71,7 @@ def _castable(have, want, arr) -> bool:
     return have.is_int and want.is_float or (have.is_bool and want.kind == "int")
 
 
-def _bind(name, want, shape, axis, dim, size, env) -> None:
+def _bind(name, want, shape, axis, dim, size, env, bound_by) -> None:
     if isinstance(dim, int):
         if dim != size:
             raise InputError(f"input {name!r} expects {want}, got shape {list(shape)} "
@@ -73,14 +80,18 @@ def _bind(name, want, shape, axis, dim, size, env) -> None:
     free = [s for s in dim.symbols if s not in env]
     if len(free) == 1 and len(dim.terms) == 1 and dim.terms.get(((free[0], 1),)) == 1:
         env[free[0]] = size
+        bound_by[free[0]] = f"{name!r} axis {axis}"
         return
     if free:
         raise InputError(f"input {name!r}: cannot bind dim {dim} on axis {axis}",
                          hint="declare inputs with plain symbolic dims like 'batch'")
     if dim.evaluate(env) != size:
-        bound = ", ".join(f"{k}={v}" for k, v in sorted(env.items()))
+        sets = ", ".join(f"{s}={env[s]} was set by input {bound_by.get(s, '?')}"
+                         for s in sorted(dim.symbols))
+        why = sets if str(dim) in env else f"{dim} = {dim.evaluate(env)} with {sets}"
         raise InputError(f"input {name!r} expects {want}, got shape {list(shape)} "
-                         f"(axis {axis}: {dim} = {dim.evaluate(env)} with {bound})")
+                         f"(axis {axis} is {size}, but {why})",
+                         hint="inputs that share a symbolic dim must agree on its size")
 
 
 def resolve_attr(value, env: Mapping[str, int]):

@@ -117,5 +117,12 @@ def _backward(graph: Graph, env: dict[int, Tensor], loss: Node, wrt: list[Node])
                 raise GraphError(f"vjp of {node.op} gave {gi.type} for an input of type {inp.type}",
                                  op=node.op, loc=node.loc)
             prev = cot.get(id(inp))
-            cot[id(inp)] = gi if prev is None else prev + gi
+            if prev is None:
+                cot[id(inp)] = gi
+                continue
+            builder.loc_override = node.loc  # a sum of two uses' gradients is located at the use adding it
+            try:
+                cot[id(inp)] = prev + gi
+            finally:
+                builder.loc_override = None
     return {i: cot[i] for i in wanted if i in cot}

@@ -19,6 +19,7 @@ from .graph import Graph, Node
 from .types import Shape, TensorType
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_USER_DIRS = (os.path.join(_PKG_DIR, "cli") + os.sep,)  # code in the package that is a user of it
 _state = threading.local()
 
 
@@ -31,11 +32,15 @@ def user_loc() -> SourceLoc | None:
     if stack and stack[-1].loc_override is not None:
         return stack[-1].loc_override
     frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_PKG_DIR):
+    while frame is not None and _is_library(frame.f_code.co_filename):
         frame = frame.f_back
     if frame is None:
         return None
     return SourceLoc(_short_path(frame.f_code.co_filename), frame.f_lineno, _source_line(frame))
+
+
+def _is_library(path: str) -> bool:
+    return path.startswith(_PKG_DIR) and not path.startswith(_USER_DIRS)
 
 
 def _source_line(frame) -> str:
@@ -118,11 +123,10 @@ class Builder:
         return self.param(name, p.type)
 
     def constant(self, value, dtype=None) -> "Tensor":
+        weak = not isinstance(value, np.ndarray)  # a Python number or list: f32 by default
         arr = np.asarray(value, dtype=_dt.dtype(dtype).np if dtype is not None else None)
-        if arr.dtype == np.float64 and dtype is None:
+        if arr.dtype == np.float64 and dtype is None and weak:
             arr = arr.astype(np.float32)
-        elif arr.dtype == np.int64 and dtype is None and arr.ndim == 0:
-            arr = arr.astype(np.int64)
         key = (arr.dtype.str, arr.shape, arr.tobytes()) if arr.size <= 16 else None
         if key is not None and key in self._consts:
             return Tensor(self._consts[key])
@@ -328,7 +332,7 @@ class Tensor:
         return _op("reshape")(self, shape=tuple(shape))
 
     def flatten(self, start: int = 0, end: int = -1):
-        from .ops.shape import flatten
+        from .ops.indexing import flatten
         return flatten(self, start, end)
 
     def transpose(self, *axes):
@@ -378,8 +382,13 @@ class Tensor:
         return _op("where")(mask, as_tensor(value, self), self)
 
     def __getitem__(self, index):
-        from .ops.shape import getitem
+        from .ops.indexing import getitem
         return getitem(self, index)
+
+
+_OPERATORS = {"__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
+              "__rtruediv__", "__pow__", "__rpow__", "__neg__", "__matmul__", "__rmatmul__", "__lt__",
+              "__le__", "__gt__", "__ge__", "__and__", "__or__", "__invert__", "__getitem__"}
 
 
 # -- entry points ----------------------------------------------------------------------------
@@ -473,3 +482,18 @@ def inline(graph: Graph, *args, **bindings) -> dict[str, Tensor]:
         else:
             mapping[id(node)] = node.replace(inputs=[mapping[id(i)] for i in node.inputs])
     return {k: Tensor(mapping[id(v)]) for k, v in graph.outputs.items()}
+
+
+def _delegate(name: str):
+    def method(self, *args, **kwargs):
+        return getattr(as_tensor(self), name)(*args, **kwargs)
+    method.__name__ = name
+    return method
+
+
+# A Parameter used in an expression behaves as its param node: ``w.T``, ``w * 2``, ``w.sum()``.
+for _name in [n for n, v in vars(Tensor).items()
+              if callable(v) and (not n.startswith("__") or n in _OPERATORS)]:
+    setattr(Parameter, _name, _delegate(_name))
+Parameter.mT = property(lambda self: as_tensor(self).mT)
+Parameter.__array_priority__ = 1000

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphdsl import dtypes as _dt
+from graphdsl.errors import ShapeError
 from graphdsl.registry import defop
 from graphdsl.types import TensorType
 
-from ._common import axes_attr
+from ._common import axes_attr, require_float
 
 
 def _reduce_normalize(name):
@@ -42,3 +44,78 @@ sum = defop("sum", attrs={"axis": None, "keepdims": False}, normalize=_reduce_no
             infer=_reduce_infer, ref=_sum_ref,
             vjp=lambda g, y, x, axis, keepdims: [_restore(g, x, axis, keepdims)],
             doc="sum over axis (None: all axes)", tags=("reduction",))
+
+
+def _count(x: TensorType, axis):
+    """How many elements each output of a reduction over ``axis`` combines (an int or a Dim)."""
+    n = 1
+    for i in (range(x.rank) if axis is None else axis):
+        n = n * x.shape[i]
+    return n
+
+
+def _float_reduce_infer(name):
+    def infer(x, axis, keepdims):
+        require_float(name, x)
+        return _reduce_infer(x, axis, keepdims)
+    return infer
+
+
+def _mean_ref(x, axis, keepdims):
+    wide = x.astype(np.float32) if x.dtype.itemsize < 4 else x
+    return np.asarray(np.mean(wide, axis=axis, keepdims=keepdims), dtype=x.dtype)
+
+
+def _mean_vjp(g, y, x, axis, keepdims):
+    from .creation import full
+    n = _count(x.type, axis)
+    scale = 1.0 / n if isinstance(n, int) else 1.0 / full(shape=(), value=n, dtype=x.dtype)
+    return [_restore(g * scale, x, axis, keepdims)]
+
+
+mean = defop("mean", attrs={"axis": None, "keepdims": False}, normalize=_reduce_normalize("mean"),
+             infer=_float_reduce_infer("mean"), ref=_mean_ref, vjp=_mean_vjp,
+             doc="mean over axis (None: all axes)", tags=("reduction",))
+
+
+def _extremum_vjp(g, y, x, axis, keepdims):
+    """The gradient goes to the elements equal to the extremum, split equally among ties."""
+    from .elementwise import cast, equal
+    mask = cast(equal(x, _restore(y, x, axis, keepdims)), dtype=x.dtype)
+    share = g / sum(mask, axis=axis, keepdims=keepdims)
+    return [mask * _restore(share, x, axis, keepdims)]
+
+
+def _extremum(name, fn):
+    return defop(name, attrs={"axis": None, "keepdims": False}, normalize=_reduce_normalize(name),
+                 infer=_reduce_infer,
+                 ref=lambda x, axis, keepdims: np.asarray(fn(x, axis=axis, keepdims=keepdims), dtype=x.dtype),
+                 vjp=_extremum_vjp,
+                 doc=f"{name}imum over axis (None: all axes); ties share the gradient equally",
+                 tags=("reduction",))
+
+
+max = _extremum("max", np.max)
+min = _extremum("min", np.min)
+
+
+def _argmax_normalize(x, axis, keepdims):
+    axes = axes_attr(axis, x.rank, "argmax")
+    if axes is not None and len(axes) != 1:
+        raise ShapeError(f"takes one axis or None, got axis={axis!r} for {x}", op="argmax",
+                         hint="reshape to merge the axes first")
+    return {"axis": axes, "keepdims": bool(keepdims)}
+
+
+def _argmax_ref(x, axis, keepdims):
+    out = np.argmax(x, axis=None if axis is None else axis[0], keepdims=keepdims)
+    return np.asarray(out, dtype=np.int64)
+
+
+argmax = defop("argmax", attrs={"axis": -1, "keepdims": False}, normalize=_argmax_normalize,
+               infer=lambda x, axis, keepdims: _reduce_infer(x, axis, keepdims).with_dtype(_dt.int64),
+               ref=_argmax_ref, differentiable=False,
+               doc="int64 index of the largest element along one axis (default the last; None: of the "
+                   "flattened tensor); the first one on ties", tags=("reduction",))
+
+__all__ = ["sum", "mean", "max", "min", "argmax"]

@@ -1,0 +1,67 @@
+"""Rows for the reductions in graphdsl/ops/reduce.py other than sum (which lives in core.py).
+
+Expected values come from Python loops over the reduced axis. Inputs are random normals, so
+max/min have no ties and their gradients are checked at points where they are smooth.
+"""
+import functools
+
+import numpy as np
+
+from graphdsl.errors import ShapeError, TypeError_
+from tests.opinfo import ErrorCase, OpInfo, Sample, randn
+
+X = randn(2, 3, 4, seed=21)
+
+
+def _fold(fn, x, axis):
+    """Combine the slices of x along axis pairwise with fn (a loop, not NumPy's reduction)."""
+    return functools.reduce(fn, [np.take(x, i, axis=axis) for i in range(x.shape[axis])])
+
+
+def _argmax_last(x):
+    out = np.zeros(x.shape[:-1], dtype=np.int64)
+    for idx in np.ndindex(*x.shape[:-1]):
+        row = x[idx].tolist()
+        out[idx] = row.index(max(row))
+    return out
+
+
+OPS = [
+    OpInfo("mean", [
+        Sample([X], expected=lambda x: sum(x.ravel().tolist()) / 24, name="all"),
+        Sample([X], {"axis": 1}, expected=lambda x: _fold(np.add, x, 1) / 3, name="middle"),
+        Sample([X], {"axis": (0, -1), "keepdims": True},
+               expected=lambda x: (_fold(np.add, _fold(np.add, x, 2), 0) / 8).reshape(1, 3, 1),
+               name="keepdims"),
+        Sample([X.astype(np.float16)], {"axis": -1},
+               expected=lambda x: _fold(np.add, x.astype(np.float64), 2) / 4,
+               grad=False, atol=2e-3, rtol=2e-3, name="f16"),
+    ], [
+        ErrorCase(["i32[2,3]"], {"axis": 0}, TypeError_, r"floating-point", "int"),
+        ErrorCase(["f32[2,3]"], {"axis": -3}, ShapeError, r"axis -3 is out of range", "axis"),
+    ]),
+    OpInfo("max", [
+        Sample([X], {"axis": -1}, expected=lambda x: _fold(np.maximum, x, 2), name="last"),
+        Sample([X], {"axis": (0, 2), "keepdims": True},
+               expected=lambda x: _fold(np.maximum, _fold(np.maximum, x, 2), 0).reshape(1, 3, 1),
+               name="two_axes"),
+        Sample([X], expected=lambda x: max(x.ravel().tolist()), name="all"),
+        Sample([np.array([[3, 7, 7], [-1, -5, 0]], dtype=np.int32)], {"axis": 1},
+               expected=np.array([7, 0]), name="int"),
+    ], [ErrorCase(["f32[2,3]"], {"axis": 2}, ShapeError, r"axis 2 is out of range")]),
+    OpInfo("min", [
+        Sample([X], {"axis": 0}, expected=lambda x: _fold(np.minimum, x, 0), name="first"),
+        Sample([X], {"axis": 1, "keepdims": True},
+               expected=lambda x: _fold(np.minimum, x, 1).reshape(2, 1, 4), name="keepdims"),
+        Sample([X], expected=lambda x: min(x.ravel().tolist()), name="all"),
+    ], [ErrorCase(["f32[2,3]"], {"axis": (0, 5)}, ShapeError, r"axis 5 is out of range")]),
+    OpInfo("argmax", [
+        Sample([X], expected=_argmax_last, name="default_last"),
+        Sample([X], {"axis": 1, "keepdims": True},
+               expected=lambda x: _argmax_last(np.swapaxes(x, 1, 2))[:, None, :], name="keepdims"),
+        Sample([np.array([[1.0, 5.0, 5.0], [2.0, 2.0, 0.0]])], {"axis": -1},
+               expected=np.array([1, 0]), name="first_of_ties"),
+        Sample([X], {"axis": None}, expected=lambda x: x.ravel().tolist().index(max(x.ravel().tolist())),
+               name="flat"),
+    ], [ErrorCase(["f32[2,3]"], {"axis": (0, 1)}, ShapeError, r"takes one axis or None")]),
+]
