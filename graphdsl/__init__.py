@@ -1,7 +1,8 @@
 """graphdsl: declare Transformer models in a small symbolic DSL, optimize the graph, compile it."""
 from __future__ import annotations
 
-from . import dtypes, ops
+from . import dtypes, nn, ops, optim
+from .autodiff import grad
 from .dtypes import bfloat16, bool_, float16, float32, float64, int32, int64
 from .errors import GraphDSLError, ShapeError, TypeError_
 from .graph import Graph, Node
@@ -11,4 +12,4 @@ from .types import Dim, Shape, TensorType
 __version__ = "0.1.0"
 __all__ = ["Dim", "Graph", "GraphDSLError", "Node", "Parameter", "Shape", "ShapeError", "Tensor",
            "TensorType", "TypeError_", "bfloat16", "bool_", "dtypes", "float16", "float32", "float64",
-           "int32", "int64", "ops", "trace"]
+           "grad", "int32", "int64", "nn", "ops", "optim", "trace"]

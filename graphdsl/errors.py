@@ -15,10 +15,19 @@ class SourceLoc:
     file: str
     line: int
     code: str = ""
+    inner: "SourceLoc | None" = None   # the library module line (graphdsl/nn) the call went through
 
     def __str__(self) -> str:
         text = f"{self.file}:{self.line}"
         return f"{text}   {self.code}" if self.code else text
+
+    @property
+    def short(self) -> str:
+        """``file:line``, then the nn module line in parentheses when there is one."""
+        text = f"{self.file}:{self.line}"
+        if self.inner is not None:
+            text += f" ({self.inner.file.removeprefix('graphdsl/')}:{self.inner.line})"
+        return text
 
 
 class GraphDSLError(Exception):
@@ -39,6 +48,8 @@ class GraphDSLError(Exception):
         lines = [head]
         if self.loc is not None:
             lines.append(f"  at {self.loc}")
+            if self.loc.inner is not None:
+                lines.append(f"  in {self.loc.inner}")
         if self.hint:
             lines.append(f"  hint: {self.hint}")
         return "\n".join(lines)

@@ -27,6 +27,7 @@ from .errors import GraphDSLError, UnknownOpError
 from .types import Dim
 
 INLINE_CONSTANT_MAX = 8   # constants with at most this many elements print their values
+HEADER_WIDTH_MAX = 100    # a longer header lists its parameters one per line
 LOC_COLUMN_MAX = 80       # location comments align at the longest line, up to this column
 
 _PLAIN_NAME = re.compile(r"[A-Za-z_][\w.\-/]*")
@@ -133,14 +134,18 @@ def format_graph(graph, locs: bool = True) -> str:
     names = value_names(graph)
     head = f"graph {quote_name(graph.name)}({_source_list(graph.inputs.values(), names)})"
     if graph.params:
-        head += f" params({_source_list(graph.params.values(), names)})"
+        params = f" params({_source_list(graph.params.values(), names)})"
+        if len(head) + len(params) > HEADER_WIDTH_MAX:  # one parameter per line
+            params = " params(\n" + "".join(
+                f"    {names[id(n)]}: {n.type},\n" for n in graph.params.values()) + ")"
+        head += params
     body = [(format_node(n, names), n.loc) for n in graph.nodes if n.op not in ("input", "param")]
     located = [len(text) for text, loc in body if loc is not None]
     column = min(max(located, default=0), LOC_COLUMN_MAX)
     lines = [head + " {"]
     for text, loc in body:
         if locs and loc is not None:
-            text = f"{text.ljust(column)}  # {loc.file}:{loc.line}"
+            text = f"{text.ljust(column)}  # {loc.short}"
         lines.append("  " + text)
     outs = ", ".join(f"{quote_name(k)}: {names.get(id(v), '%?')}" for k, v in graph.outputs.items())
     lines.append(f"  return {{{outs}}}")

@@ -81,8 +81,18 @@ def _encode_node(node: Node, i: int, ids: dict[int, int]) -> dict:
         "inputs": [ids[id(x)] for x in node.inputs],
         "attrs": {k: encode_value(v, f"nodes[{i}].attrs.{k}") for k, v in node.attrs.items()},
         "type": str(node.type),
-        "loc": [loc.file, loc.line, loc.code] if loc is not None else None,
+        "loc": _encode_loc(loc),
     }
+
+
+def _encode_loc(loc: SourceLoc | None):
+    """``[file, line, code]``, with the nn module's ``[file, line, code]`` appended when there is one."""
+    if loc is None:
+        return None
+    out = [loc.file, loc.line, loc.code]
+    if loc.inner is not None:
+        out.append(_encode_loc(loc.inner))
+    return out
 
 
 def graph_to_json(graph: Graph) -> str:
@@ -216,14 +226,20 @@ def _decode_node(data, i: int, by_id: dict[int, Node]) -> tuple[int, Node]:
     type_text = _field(data, "type", str, path)
     ttype = _decode(lambda: TensorType.parse(type_text), f"{path}.type")
     loc_data = _field(data, "loc", (list, type(None)), path) if "loc" in data else None
-    loc = None
-    if loc_data is not None:
-        ok = (len(loc_data) == 3 and isinstance(loc_data[0], str) and isinstance(loc_data[2], str)
-              and isinstance(loc_data[1], int) and not isinstance(loc_data[1], bool))
-        if not ok:
-            _fail(f"{path}.loc", f"expected [file, line, code] or null, got {loc_data!r}"[:200])
-        loc = SourceLoc(*loc_data)
-    return nid, Node(op, inputs, attrs, ttype, loc)
+    return nid, Node(op, inputs, attrs, ttype, _decode_loc(loc_data, f"{path}.loc"))
+
+
+def _decode_loc(data, path: str, depth: int = 0) -> SourceLoc | None:
+    if data is None:
+        return None
+    ok = (isinstance(data, list) and len(data) in (3, 4) and isinstance(data[0], str)
+          and isinstance(data[2], str) and isinstance(data[1], int) and not isinstance(data[1], bool)
+          and (len(data) == 3 or (depth == 0 and isinstance(data[3], list))))
+    if not ok:
+        _fail(path, f"expected [file, line, code] (and optionally an inner [file, line, code]) "
+                    f"or null, got {data!r}"[:200])
+    inner = _decode_loc(data[3], f"{path}[3]", depth + 1) if len(data) == 4 else None
+    return SourceLoc(data[0], data[1], data[2], inner)
 
 
 def _source_order(nodes: list[Node], inputs: list[Node], params: list[Node]) -> list[Node]:

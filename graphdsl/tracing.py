@@ -20,23 +20,33 @@ from .types import Shape, TensorType
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _USER_DIRS = (os.path.join(_PKG_DIR, "cli") + os.sep,)  # code in the package that is a user of it
+_NN_DIR = os.path.join(_PKG_DIR, "nn") + os.sep
 _state = threading.local()
 
 
 def user_loc() -> SourceLoc | None:
     """The innermost stack frame outside the graphdsl package: the line the user wrote.
 
-    While autodiff emits a node's gradient, the forward node's line is used instead.
+    When the call went through an ``nn`` module, the module's own line rides along as ``inner``,
+    so the printed IR can say which expression of the layer made the node. While autodiff emits a
+    node's gradient, the forward node's location is used instead.
     """
     stack = getattr(_state, "stack", None)
     if stack and stack[-1].loc_override is not None:
         return stack[-1].loc_override
     frame = sys._getframe(1)
+    inner = None
     while frame is not None and _is_library(frame.f_code.co_filename):
+        if inner is None and frame.f_code.co_filename.startswith(_NN_DIR):
+            inner = _loc_of(frame)
         frame = frame.f_back
     if frame is None:
-        return None
-    return SourceLoc(_short_path(frame.f_code.co_filename), frame.f_lineno, _source_line(frame))
+        return inner
+    return _loc_of(frame, inner)
+
+
+def _loc_of(frame, inner: SourceLoc | None = None) -> SourceLoc:
+    return SourceLoc(_short_path(frame.f_code.co_filename), frame.f_lineno, _source_line(frame), inner)
 
 
 def _is_library(path: str) -> bool:
@@ -214,6 +224,8 @@ def apply_op(op, inputs, attrs) -> "Tensor":
     try:
         while inputs and inputs[-1] is None:
             inputs = inputs[:-1]
+        if op.arity[1] is None and len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
+            inputs = tuple(inputs[0])  # variadic ops also take one list: concat([a, b], axis=1)
         like = next((x for x in inputs if isinstance(x, Tensor) and not x.dtype.is_bool),
                     next((x for x in inputs if isinstance(x, Tensor)), None))
         tensors = [as_tensor(x, like) for x in inputs]

@@ -219,3 +219,9 @@ def test_max_and_min_split_the_gradient_among_ties():
         got = run(g, x=np.array(x))["grad/x"]
         want = [[0.0, 0.5, 0.5], [0.5, 0.0, 0.5]] if reduce is ops.max else [[1 / 3] * 3, [0.0, 1.0, 0.0]]
         np.testing.assert_allclose(got, want)
+
+
+def test_concat_takes_a_list_too():
+    g = graphdsl.trace(lambda a, b: ops.concat([a, b], axis=1), a="f32[2,3]", b="f32[2,1]")
+    a, b = np.ones((2, 3), np.float32), np.zeros((2, 1), np.float32)
+    np.testing.assert_array_equal(backends.compile(g, "numpy")(a=a, b=b)["out"], np.concatenate([a, b], 1))

@@ -101,3 +101,29 @@ def test_symbolic_reshape_runs_for_any_size():
     for shape in [(1, 3, 8), (4, 5, 8)]:
         x = np.random.rand(*shape).astype(np.float32)
         np.testing.assert_array_equal(exe(x=x)["out"], x.reshape(shape[0], shape[1], 2, 4))
+
+
+def test_nodes_made_inside_nn_modules_keep_the_module_line_too():
+    from graphdsl import nn
+    from graphdsl.graph import Graph
+
+    lin = nn.Linear(4, 3)
+    g = gd.trace(lambda x: lin(x), params=lin, x="f32[2,4]")  # the call line
+    loc = g.outputs["out"].loc
+    assert loc.file.endswith("test_tracing.py") and "the call line" in loc.code
+    assert loc.inner is not None and loc.inner.file.startswith("graphdsl/nn/")
+    assert "(nn/" in str(g)
+    back = Graph.from_json(g.to_json())
+    assert back.outputs["out"].loc == loc
+
+
+def test_errors_inside_nn_modules_name_both_lines():
+    from graphdsl import nn
+
+    attn = nn.MultiHeadAttention(8, 2)
+    mask = "f32[2,3,3]"  # cannot broadcast to [batch, heads, seq, seq] with batch 5
+    with pytest.raises(GraphDSLError) as info:
+        gd.trace(lambda x, m: attn(x, mask=m), params=attn, x="f32[5,4,8]", m=mask)
+    text = str(info.value)
+    assert "f32[5,2,4,4]" in text and "f32[2,3,3]" in text
+    assert "at tests/test_tracing.py" in text and "in graphdsl/nn/" in text

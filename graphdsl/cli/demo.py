@@ -82,7 +82,9 @@ def demo(steps: int, batch: int, layers: int, d_model: int, seed: int):
     click.echo(f"\ntraced in {1e3 * (time.perf_counter() - t0):.0f} ms: {len(graph.nodes)} nodes; ops: "
                + ", ".join(f"{k} {v}" for k, v in sorted(graph.op_counts().items(), key=lambda kv: -kv[1])[:8]))
     lines = str(graph).splitlines()
-    click.echo("the IR begins:\n" + "\n".join("  " + ln for ln in lines[:12]) + "\n  ...")
+    body = lines[next(i for i, ln in enumerate(lines) if ln.endswith("{")) + 1:]
+    click.echo("the first attention block, as traced (print(graph) shows it all):")
+    click.echo("\n".join("  " + ln for ln in body[:24]) + "\n  ...")
 
     schedule = LinearWarmupDecay(warmup_steps=steps // 10, total_steps=steps)
     step_graph = make_train_step(graph, AdamW(lr=3e-3, weight_decay=0.01), clip_norm=1.0,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import special as _sp
 
 from graphdsl import dtypes as _dt
 from graphdsl.errors import TypeError_
@@ -14,6 +13,12 @@ from ._common import (binary_infer, broadcast_infer, require_float, same_dtype, 
 
 _SQRT_2_OVER_PI = float(np.sqrt(2.0 / np.pi))
 _INV_SQRT_2 = float(1.0 / np.sqrt(2.0))
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """scipy's erf, imported on first use so that `import graphdsl` stays fast."""
+    from scipy.special import erf as scipy_erf
+    return scipy_erf(x)
 
 
 def _keep(dtype_like):
@@ -92,13 +97,19 @@ rsqrt = defop("rsqrt", infer=unary_float_infer("rsqrt"), ref=_keep(lambda x: 1.0
               vjp=lambda g, y, x: [g * -0.5 * y * y * y], tags=("elementwise",))
 tanh = defop("tanh", infer=unary_float_infer("tanh"), ref=_keep(np.tanh),
              vjp=lambda g, y, x: [g * (1.0 - y * y)], tags=("elementwise",))
+sin = defop("sin", infer=unary_float_infer("sin"), ref=_keep(np.sin),
+            vjp=lambda g, y, x: [g * cos(x)], tags=("elementwise",))
+cos = defop("cos", infer=unary_float_infer("cos"), ref=_keep(np.cos),
+            vjp=lambda g, y, x: [-g * sin(x)], tags=("elementwise",))
 erf = defop("erf", infer=unary_float_infer("erf"),
-            ref=_keep(lambda x: _sp.erf(x.astype(np.float64) if x.dtype.itemsize < 4 else x)),
+            ref=_keep(lambda x: _erf(x.astype(np.float64) if x.dtype.itemsize < 4 else x)),
             vjp=lambda g, y, x: [g * (2.0 / np.sqrt(np.pi)) * exp(-(x * x))], tags=("elementwise",))
 
 
 def _sigmoid_ref(x):
-    return np.asarray(_sp.expit(x.astype(np.float32) if x.dtype.itemsize < 4 else x), x.dtype)
+    wide = x.astype(np.float32) if x.dtype.itemsize < 4 else x
+    e = np.exp(-np.abs(wide))  # never overflows: the stable two-sided form of 1 / (1 + exp(-x))
+    return np.asarray(np.where(wide >= 0, 1.0 / (1.0 + e), e / (1.0 + e)), x.dtype)
 
 
 sigmoid = defop("sigmoid", infer=unary_float_infer("sigmoid"), ref=_sigmoid_ref,
@@ -115,7 +126,7 @@ def _gelu_ref(x, approximate):
     if approximate == "tanh":
         out = 0.5 * x64 * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x64 + 0.044715 * x64 ** 3)))
     else:
-        out = 0.5 * x64 * (1.0 + _sp.erf(x64 * _INV_SQRT_2))
+        out = 0.5 * x64 * (1.0 + _erf(x64 * _INV_SQRT_2))
     return out.astype(x.dtype)
 
 

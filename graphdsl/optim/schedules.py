@@ -13,8 +13,8 @@ import math
 
 from graphdsl import dtypes as _dt
 from graphdsl.errors import GraphDSLError
-from graphdsl.ops import maximum, minimum, where
-from graphdsl.tracing import Tensor, as_tensor, current_builder
+from graphdsl.ops import cos, maximum, minimum, where
+from graphdsl.tracing import Tensor, current_builder
 
 
 class Schedule(abc.ABC):
@@ -93,7 +93,7 @@ class WarmupCosine(_Warmup):
 
     def __call__(self, step):
         s = _float(step)
-        decay = self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + cos_pi(self._progress(s)))
+        decay = self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + cos(self._progress(s) * math.pi))
         return where(s < float(self.warmup_steps), self._warm(s), decay)
 
     def value_at(self, step):
@@ -101,21 +101,6 @@ class WarmupCosine(_Warmup):
             return self._warm_value(step)
         cos = math.cos(math.pi * self._progress_value(step))
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + cos)
-
-
-def cos_pi(p: Tensor) -> Tensor:
-    """``cos(pi * p)`` for ``p`` in [0, 1], as graph code (the op set has no trigonometry).
-
-    ``cos(pi * p) = sin(y)`` with ``y = pi * (1/2 - p)`` in [-pi/2, pi/2], where the Taylor series
-    of sine up to ``y**17`` is exact to 1e-13 (the next term is below (pi/2)**19 / 19!).
-    """
-    y = (0.5 - p) * math.pi
-    y2 = y * y
-    acc = None
-    for k in range(8, -1, -1):  # Horner over sin(y) = y * sum_k (-1)^k y^(2k) / (2k+1)!
-        coef = (-1.0) ** k / math.factorial(2 * k + 1)
-        acc = as_tensor(coef, y2) if acc is None else acc * y2 + coef
-    return y * acc
 
 
 def _float(step: Tensor) -> Tensor:
