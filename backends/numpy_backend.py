@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphdsl.errors import GraphDSLError, LoweringError
+from graphdsl.errors import GraphDSLError, InputError, LoweringError
 from graphdsl.graph import Graph
 from graphdsl.registry import get
 
@@ -18,8 +18,9 @@ from .base import Executable, has_symbolic, resolve_attr
 class NumpyExecutable(Executable):
     target = "numpy"
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, check_nan: bool = False):
         super().__init__(graph)
+        self.check_nan = check_nan
         slot = {id(n): i for i, n in enumerate(graph.nodes)}
         self._n = len(graph.nodes)
         self._sources = []  # (slot, name) for inputs/params, (slot, array) for constants
@@ -49,6 +50,11 @@ class NumpyExecutable(Executable):
         self._outputs = [(k, slot[id(v)]) for k, v in graph.outputs.items()]
 
     def run(self, arrays, env):
+        if self.check_nan:
+            for name, arr in arrays.items():
+                if arr.dtype.kind == "f" and np.isnan(arr).any():
+                    raise InputError(f"input {name!r} contains NaN at {_first_nan(arr)}",
+                                     hint="check_nan=True rejects NaN inputs")
         vals: list = [None] * self._n
         for i, name in self._sources:
             vals[i] = arrays[name]
@@ -66,12 +72,29 @@ class NumpyExecutable(Executable):
                 shapes = ", ".join(f"{vals[j].dtype}{list(vals[j].shape)}" for j in ins)
                 raise GraphDSLError(f"failed at run time on inputs ({shapes}): {type(e).__name__}: {e}",
                                     op=node.op, loc=node.loc) from e
+            if self.check_nan and _has_new_nan(vals[i], [vals[j] for j in ins]):
+                shapes = ", ".join(f"{vals[j].dtype}{list(vals[j].shape)}" for j in ins)
+                raise GraphDSLError(f"produced NaN at {_first_nan(vals[i])} from inputs without NaN "
+                                    f"({shapes})", op=node.op, loc=node.loc,
+                                    hint="look for log/sqrt of negatives, 0/0, or inf - inf")
             for j in frees:
                 vals[j] = None
         return {k: vals[j] for k, j in self._outputs}
 
 
-def compile(graph: Graph, **options) -> NumpyExecutable:
+def _has_new_nan(out, ins) -> bool:
+    if out.dtype.kind != "f" or not np.isnan(out).any():
+        return False
+    return not any(a.dtype.kind == "f" and np.isnan(a).any() for a in ins)
+
+
+def _first_nan(arr) -> list[int]:
+    return [int(i) for i in np.argwhere(np.isnan(arr))[0]]
+
+
+def compile(graph: Graph, *, check_nan: bool = False, **options) -> NumpyExecutable:
+    """Compile for the reference backend. ``check_nan=True`` rejects NaN inputs and stops at the
+    first node that turns NaN-free inputs into NaN, naming the op and the line that made it."""
     if options:
-        raise GraphDSLError(f"the numpy target takes no options, got {sorted(options)}")
-    return NumpyExecutable(graph)
+        raise GraphDSLError(f"the numpy target takes no options other than check_nan, got {sorted(options)}")
+    return NumpyExecutable(graph, check_nan=check_nan)

@@ -102,7 +102,7 @@ sin = defop("sin", infer=unary_float_infer("sin"), ref=_keep(np.sin),
 cos = defop("cos", infer=unary_float_infer("cos"), ref=_keep(np.cos),
             vjp=lambda g, y, x: [-g * sin(x)], tags=("elementwise",))
 erf = defop("erf", infer=unary_float_infer("erf"),
-            ref=_keep(lambda x: _erf(x.astype(np.float64) if x.dtype.itemsize < 4 else x)),
+            ref=_keep(lambda x: _erf(x.astype(np.float32) if x.dtype.itemsize < 4 else x)),
             vjp=lambda g, y, x: [g * (2.0 / np.sqrt(np.pi)) * exp(-(x * x))], tags=("elementwise",))
 
 
@@ -122,12 +122,13 @@ silu = defop("silu", infer=unary_float_infer("silu"), ref=lambda x: (x * _sigmoi
 
 
 def _gelu_ref(x, approximate):
-    x64 = x.astype(np.float64)
+    w = x if x.dtype.itemsize >= 4 else x.astype(np.float32)  # f16/bf16 math in f32
+    c = w.dtype.type
     if approximate == "tanh":
-        out = 0.5 * x64 * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x64 + 0.044715 * x64 ** 3)))
+        out = c(0.5) * w * (c(1.0) + np.tanh(c(_SQRT_2_OVER_PI) * (w + c(0.044715) * w * w * w)))
     else:
-        out = 0.5 * x64 * (1.0 + _erf(x64 * _INV_SQRT_2))
-    return out.astype(x.dtype)
+        out = c(0.5) * w * (c(1.0) + _erf(w * c(_INV_SQRT_2)))
+    return out.astype(x.dtype, copy=False)
 
 
 def _gelu_vjp(g, y, x, approximate):
