@@ -344,7 +344,7 @@ class Tensor:
         return _op("reshape")(self, shape=tuple(shape))
 
     def flatten(self, start: int = 0, end: int = -1):
-        from .ops.indexing import flatten
+        from .ops.getitem import flatten
         return flatten(self, start, end)
 
     def transpose(self, *axes):
@@ -394,7 +394,7 @@ class Tensor:
         return _op("where")(mask, as_tensor(value, self), self)
 
     def __getitem__(self, index):
-        from .ops.indexing import getitem
+        from .ops.getitem import getitem
         return getitem(self, index)
 
 

@@ -9,6 +9,7 @@ from .linalg import *  # noqa: F401,F403
 from .reduce import *  # noqa: F401,F403
 from .shape import *  # noqa: F401,F403
 from .indexing import *  # noqa: F401,F403
+from .getitem import *  # noqa: F401,F403
 from .nn import *  # noqa: F401,F403
 from .random import *  # noqa: F401,F403
 from .attention import *  # noqa: F401,F403
