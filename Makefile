@@ -23,7 +23,7 @@ demo: $(VENV)/.demo-installed
 
 # pytest exits 5 when it collects no test: that fails `make test`, as it should.
 test: $(VENV)/.test-installed
-	$(BIN)/python -m pytest
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) build *.egg-info
