@@ -40,3 +40,14 @@ def test_demo_trains_and_reports_a_falling_loss():
     assert last < first / 2
     acc = int(re.search(r"held-out accuracy \d+% -> (\d+)%", out.output).group(1))
     assert acc > 60
+
+
+def test_models_lists_the_zoo_with_parameter_counts():
+    import models
+    out = CliRunner().invoke(main, ["models", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = {r["name"]: r for r in json.loads(out.output)}
+    assert set(rows) == set(models.names())
+    assert rows["bert-base"]["parameters"] == 110_106_428  # Hugging Face's bert-base-uncased count
+    for family in ("bert", "gpt", "bart", "contrastive"):
+        assert any(r["family"] == family for r in rows.values()), family

@@ -42,6 +42,8 @@ def ops_command(as_json: bool):
     click.echo(f"\n{len(rows)} ops")
 
 
-from .demo import demo  # noqa: E402  (registers the subcommand)
+from .demo import demo  # noqa: E402  (each module defines one or more subcommands)
+from .models_cmd import models_command  # noqa: E402
 
 main.add_command(demo)
+main.add_command(models_command)
