@@ -15,6 +15,7 @@ from .base import Executable, bind_inputs
 # target name -> module that defines compile(graph, **options)
 TARGETS: dict[str, str] = {
     "numpy": "backends.numpy_backend",
+    "onnxruntime": "backends.onnx.runtime",
 }
 
 

@@ -1,0 +1,232 @@
+"""Export a Graph (forward or training step) to an ONNX model.
+
+    model = export(graph, params=values, path="model.onnx")   # params become initializers
+    model = export(graph)                                      # params stay graph inputs
+
+Every node is lowered through the one table in ``table.py`` (an op without a row is expanded by
+its decomposition). Symbolic dims become named dynamic axes. Every value of the graph is annotated
+with its type, and ONNX's strict shape inference must agree with them (``check=True``).
+With ``runtime="onnxruntime"`` the model is adapted to ONNX Runtime's CPU kernels: dtypes a kernel
+lacks are cast around it, and bfloat16 inputs and outputs travel as float32 (its Python API has no
+bfloat16 arrays).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import onnx
+from onnx import helper
+
+import graphdsl
+from graphdsl.errors import GraphDSLError, InputError, LoweringError
+from graphdsl.graph import Graph, Node
+from graphdsl.registry import get as get_op
+from graphdsl.tracing import Builder, tracing
+
+from .emitter import Emitter, KernelTable, onnx_dtype, value_info
+from .table import table
+
+DEFAULT_OPSET = 18   # BitwiseXor (the random ops' hash) needs 18
+_BF16 = onnx.TensorProto.BFLOAT16
+
+
+def export(graph: Graph, params: Mapping[str, np.ndarray] | None = None, path=None, *,
+           opset: int = DEFAULT_OPSET, contrib_ops: bool = False, runtime: str | None = None,
+           external_data: bool = False, check: bool = True) -> onnx.ModelProto:
+    """The ONNX model of ``graph``; also written to ``path`` when given.
+
+    ``params``: the parameter values, stored as initializers (every parameter needs one); without
+    them the parameters are graph inputs. ``contrib_ops``: use ONNX Runtime's com.microsoft
+    MultiHeadAttention for attention where its layout fits. ``external_data``: weights in a
+    separate ``<path>.data`` file (needed beyond 2 GB).
+    """
+    if not isinstance(graph, Graph):
+        raise LoweringError(f"export() takes a Graph, got {type(graph).__name__}")
+    max_opset = onnx.defs.onnx_opset_version()
+    if not DEFAULT_OPSET <= opset <= max_opset:
+        raise LoweringError(f"opset {opset} is not supported",
+                            hint=f"use an opset from {DEFAULT_OPSET} to {max_opset}")
+    kernels = None
+    if runtime == "onnxruntime":
+        from .runtime import ort_kernel_table
+        kernels = ort_kernel_table()
+    elif runtime is not None:
+        raise LoweringError(f"unknown runtime {runtime!r}", hint="use runtime='onnxruntime' or None")
+    model = _Exporter(graph, opset, kernels, contrib_ops, f32_io=runtime is not None).run(params)
+    if check:
+        _check(model, graph)
+    if path is not None:
+        save(model, path, external_data=external_data)
+    return model
+
+
+def save(model: onnx.ModelProto, path, *, external_data: bool = False) -> None:
+    """Write ``model``; with ``external_data`` its weights go to ``<name>.data`` beside it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    big = sum(t.ByteSize() for t in model.graph.initializer) > 1_800_000_000
+    if external_data or big:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(model, str(path))
+
+
+class _Exporter:
+    def __init__(self, graph: Graph, opset: int, kernels: KernelTable | None, contrib: bool,
+                 f32_io: bool):
+        self.graph = graph
+        self.em = Emitter(opset, kernels)
+        self.contrib = contrib
+        self.f32_io = f32_io                  # bfloat16 inputs/outputs travel as float32
+        self.values: dict[int, str] = {}
+        self.used_contrib = False
+
+    def run(self, params) -> onnx.ModelProto:
+        g, em = self.graph, self.em
+        for node in g.sources():
+            em.fresh(node.attrs["name"])
+        # ONNX names are SSA: an output named like an input (a train step's state/step) gets ".out"
+        self.out_names = {k: em.fresh(k if k not in g.inputs and k not in g.params else k + ".out")
+                          for k in g.outputs}
+        inputs = self._sources(params)
+        lowerings = table()
+        for node in g.nodes:
+            if id(node) not in self.values:
+                self.values[id(node)] = self._lower(node, lowerings)
+        outputs = [self._output(name, node) for name, node in g.outputs.items()]
+        annotations = [value_info(self.values[id(n)], onnx_dtype(n.type.dtype), n.type.shape)
+                       for n in g.nodes if not n.is_source and self.values[id(n)] in em.dtypes
+                       and em.dtypes[self.values[id(n)]] == onnx_dtype(n.type.dtype)]
+        onnx_graph = helper.make_graph(em.nodes, g.name or "graph", inputs, outputs,
+                                       initializer=em.initializers, value_info=_dedup(annotations))
+        imports = [helper.make_opsetid("", em.opset)]
+        if self.used_contrib:
+            imports.append(helper.make_opsetid("com.microsoft", 1))
+        model = helper.make_model(onnx_graph, opset_imports=imports, producer_name="graphdsl",
+                                  producer_version=graphdsl.__version__,
+                                  doc_string=f"graphdsl graph {g.name!r}")
+        model.ir_version = helper.find_min_ir_version_for(imports, ignore_unknown=True)
+        helper.set_model_props(model, {"graphdsl.graph": g.name,
+                                       "graphdsl.params": "initializers" if params is not None
+                                       else "inputs"})
+        return model
+
+    # -- sources ------------------------------------------------------------------------
+    def _sources(self, params) -> list[onnx.ValueInfoProto]:
+        g, em = self.graph, self.em
+        values = _check_params(g, params) if params is not None else None
+        inputs = []
+        for node in g.sources():
+            name = node.attrs["name"]
+            if node.op == "param" and values is not None:
+                self.values[id(node)] = em.initializer(name, values[name])
+                continue
+            dtype = onnx_dtype(node.type.dtype)
+            io_dtype = onnx.TensorProto.FLOAT if (dtype == _BF16 and self.f32_io) else dtype
+            em.dtypes[name] = io_dtype
+            inputs.append(value_info(name, io_dtype, node.type.shape))
+            em.bind_dims(name, node.type.shape)
+            self.values[id(node)] = em.cast(name, dtype)
+        for node in g.nodes:
+            if node.op == "constant":
+                self.values[id(node)] = em.const(node.attrs["value"])
+        return inputs
+
+    def _output(self, name: str, node: Node) -> onnx.ValueInfoProto:
+        em = self.em
+        value, name = self.values[id(node)], self.out_names[name]
+        dtype = onnx_dtype(node.type.dtype)
+        if dtype == _BF16 and self.f32_io:
+            value, dtype = em.cast(value, onnx.TensorProto.FLOAT), onnx.TensorProto.FLOAT
+        em.nodes.append(helper.make_node("Identity", [value], [name], name=f"output:{name}"))
+        em.dtypes[name] = dtype
+        return value_info(name, dtype, node.type.shape)
+
+    # -- nodes --------------------------------------------------------------------------
+    def _lower(self, node: Node, lowerings) -> str:
+        ins = [self.values[id(i)] for i in node.inputs]
+        try:
+            if self.contrib:
+                from .contrib import CONTRIB
+                fn = CONTRIB.get(node.op)
+                out = fn(self.em, node, ins) if fn is not None else None
+                if out is not None:
+                    self.used_contrib = True
+                    return out
+            fn = lowerings.get(node.op)
+            if fn is not None:
+                return fn(self.em, node, ins)
+            if get_op(node.op).decompose is not None:
+                return self._decomposed(node, ins, lowerings)
+        except GraphDSLError as e:
+            if e.op is None:
+                e.op = node.op
+            raise e.with_loc(node.loc) from None
+        raise LoweringError("has no ONNX lowering and no decomposition", op=node.op, loc=node.loc,
+                            hint="add a row to backends/onnx/table.py (lower_*.py)")
+
+    def _decomposed(self, node: Node, ins: list[str], lowerings) -> str:
+        """Trace the op's decomposition on placeholders and lower the nodes it made."""
+        b = Builder()
+        with tracing(b):
+            proxies = [b.input(f"x{i}", inp.type) for i, inp in enumerate(node.inputs)]
+            out = get_op(node.op).decompose(*proxies, **dict(node.attrs))
+        sub = Graph({"out": out.node}, sources=b.sources)
+        saved = dict(self.values)
+        for proxy, name in zip(proxies, ins):
+            self.values[id(proxy.node)] = name
+        for inner in sub.nodes:
+            if id(inner) in self.values:
+                continue
+            if inner.op == "constant":
+                self.values[id(inner)] = self.em.const(inner.attrs["value"])
+            else:
+                self.values[id(inner)] = self._lower(inner, lowerings)
+        result = self.values[id(sub.outputs["out"])]
+        self.values = saved
+        return result
+
+
+def _check_params(graph: Graph, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    missing = [k for k in graph.params if k not in params]
+    unknown = [k for k in params if k not in graph.params]
+    if missing or unknown:
+        parts = ([f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}"] if missing else []) + \
+                ([f"unknown {unknown[:5]}"] if unknown else [])
+        raise InputError(f"export of graph {graph.name!r}: parameter values " + "; ".join(parts),
+                         hint="pass every parameter (model.init(seed)), or params=None to keep "
+                              "them as graph inputs")
+    out = {}
+    for name, node in graph.params.items():
+        arr = np.asarray(params[name])
+        want = node.type
+        if not want.shape.is_static or tuple(arr.shape) != tuple(want.shape):
+            raise InputError(f"parameter {name!r} expects {want}, got shape {list(arr.shape)}")
+        out[name] = arr.astype(want.dtype.np, copy=False)
+    return out
+
+
+def _check(model: onnx.ModelProto, graph: Graph) -> None:
+    """onnx.checker, then strict shape inference against our annotated types."""
+    try:
+        onnx.checker.check_model(model)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise LoweringError(f"the exported model of graph {graph.name!r} fails ONNX's checks: "
+                            f"{str(e).strip().splitlines()[0][:500]}",
+                            hint="this is a bug in an ONNX lowering") from None
+
+
+def _dedup(infos):
+    seen, out = set(), []
+    for vi in infos:
+        if vi.name not in seen:
+            seen.add(vi.name)
+            out.append(vi)
+    return out
+
+
+__all__ = ["export", "save", "DEFAULT_OPSET"]

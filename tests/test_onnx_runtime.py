@@ -1,0 +1,151 @@
+"""ONNX Runtime as the independent check: every op-table row (forward, and the gradient graph of the
+differentiable ones) runs on the onnxruntime target and matches the NumPy reference."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import backends
+import graphdsl
+from graphdsl import registry
+from graphdsl.autodiff import grad
+from graphdsl.errors import InputError, TargetError
+from graphdsl.types import TensorType
+from tests.test_ops import SAMPLES, _trace, _types
+
+pytest.importorskip("onnxruntime")
+
+# (atol, rtol) by output dtype: float64 Erf runs in float32 on ORT's CPU kernels
+TOL = {"float64": (1e-6, 1e-5), "float32": (2e-5, 2e-4), "float16": (4e-3, 4e-3),
+       "bfloat16": (3e-2, 3e-2)}
+
+
+def assert_close(got: dict, want: dict, what: str) -> None:
+    assert set(got) == set(want), f"{what}: outputs {sorted(got)} vs {sorted(want)}"
+    for name, ref in want.items():
+        out = got[name]
+        assert out.dtype == ref.dtype, f"{what}: {name} is {out.dtype}, reference {ref.dtype}"
+        assert out.shape == ref.shape, f"{what}: {name} has shape {out.shape}, reference {ref.shape}"
+        if ref.dtype.kind in "biu":
+            np.testing.assert_array_equal(out, ref, err_msg=f"{what}: {name}")
+        else:
+            atol, rtol = TOL[str(ref.dtype)]
+            np.testing.assert_allclose(out.astype(np.float64), ref.astype(np.float64), atol=atol,
+                                       rtol=rtol, err_msg=f"{what}: {name} onnxruntime vs numpy")
+
+
+def both(graph, feed: dict, what: str, **options) -> None:
+    want = backends.compile(graph, "numpy")(**feed)
+    got = backends.compile(graph, "onnxruntime", **options)(**feed)
+    assert_close(got, want, what)
+
+
+@pytest.mark.parametrize("row,sample", SAMPLES)
+def test_forward_matches_numpy(row, sample):
+    g = _trace(row, _types(sample.inputs), sample.attrs)
+    both(g, {f"x{i}": a for i, a in enumerate(sample.inputs)}, f"{row.op} forward")
+
+
+def _float_inputs(sample):
+    return [i for i, a in enumerate(sample.inputs) if a.dtype.kind == "f"]
+
+
+def _float_output(row, sample) -> bool:
+    return _trace(row, _types(sample.inputs), sample.attrs).outputs["out"].type.dtype.is_float
+
+
+GRAD_SAMPLES = [p for p in SAMPLES if registry.get(p.values[0].op).differentiable
+                and _float_inputs(p.values[1]) and _float_output(*p.values)]
+
+
+@pytest.mark.parametrize("row,sample", GRAD_SAMPLES)
+def test_gradient_graph_matches_numpy(row, sample):
+    """The gradient graph of sum(w * op(x)) (autodiff's ops: slice_grad, index_add, ...)."""
+    inputs = [a.astype(np.float64) if a.dtype.kind == "f" and a.dtype.itemsize >= 4 else a
+              for a in sample.inputs]
+    names = [f"x{i}" for i in range(len(inputs))]
+    fn = row.fn()
+    out_type = _trace(row, _types(inputs), sample.attrs).outputs["out"].type
+    weights = np.random.default_rng(1).standard_normal(tuple(out_type.shape)).astype(out_type.dtype.np)
+
+    def loss(w, **xs):
+        return {"loss": (fn(*[xs[n] for n in names], **sample.attrs) * w).sum()}
+
+    g = graphdsl.trace(loss, w=TensorType(weights.shape, out_type.dtype), **dict(zip(names, _types(inputs))))
+    gg = grad(g, wrt=[names[i] for i in _float_inputs(sample)])
+    both(gg, dict(zip(names, inputs), w=weights), f"{row.op} gradient")
+
+
+def test_symbolic_dims_run_at_any_size():
+    def f(x, ids):
+        h = x.reshape(-1, 4).softmax(-1)            # [batch*seq, 4]
+        return {"h": h, "picked": graphdsl.ops.take(x, ids, axis=1), "n": h.sum()}
+
+    g = graphdsl.trace(f, x="f32[batch,seq,4]", ids="i64[k]")
+    exe = backends.compile(g, "onnxruntime")
+    for b, s in ((1, 3), (4, 7)):
+        x = np.random.default_rng(b).standard_normal((b, s, 4)).astype(np.float32)
+        feed = {"x": x, "ids": np.array([0, s - 1], np.int64)}
+        assert_close(exe(**feed), backends.compile(g, "numpy")(**feed), f"batch {b} seq {s}")
+
+
+def test_calling_convention_is_checked_before_onnxruntime_runs():
+    g = graphdsl.trace(lambda x: x * 2.0, x="f32[batch,3]")
+    exe = backends.compile(g, "onnxruntime")
+    assert exe.target == "onnxruntime" and exe.input_names == ["x"]
+    with pytest.raises(InputError, match="missing 'x'"):
+        exe(y=np.zeros((2, 3), np.float32))
+    with pytest.raises(InputError, match=r"axis 1 is 4, not 3"):
+        exe(x=np.zeros((2, 4), np.float32))
+    with pytest.raises(TargetError, match="takes no options"):
+        backends.compile(g, "onnxruntime", fast=True)
+
+
+def test_dropout_masks_match_bit_for_bit():
+    """The counter-based hash in uint32 ONNX arithmetic draws exactly the reference's mask."""
+    from graphdsl.ops import dropout, random_uniform
+
+    def f(x, seed):
+        return {"u": random_uniform(seed, (5, 1000), salt=7), "d": dropout(x, seed, p=0.3, salt=2)}
+
+    g = graphdsl.trace(f, x="f32[rows,1000]", seed="i32[]")
+    x = np.ones((3, 1000), np.float32)
+    for seed in (0, 1234, -7, 2 ** 31 - 1):
+        feed = {"x": x, "seed": np.array(seed, np.int32)}
+        want = backends.compile(g, "numpy")(**feed)
+        got = backends.compile(g, "onnxruntime")(**feed)
+        np.testing.assert_array_equal(got["u"], want["u"])
+        np.testing.assert_array_equal(got["d"], want["d"])
+
+
+def test_contrib_attention_matches_numpy():
+    from graphdsl.ops import attention
+
+    def f(q, k, v, bias):
+        return {"plain": attention(q, k, v, scale=0.3), "bias": attention(q, k, v, bias, scale=0.3),
+                "causal": attention(q, k, v, causal=True)}
+
+    g = graphdsl.trace(f, q="f32[batch,4,6,8]", k="f32[batch,4,6,8]", v="f32[batch,4,6,8]",
+                       bias="f32[batch,1,6,6]")
+    rng = np.random.default_rng(0)
+    feed = {n: rng.standard_normal((2, 4, 6, 8)).astype(np.float32) for n in "qkv"}
+    feed["bias"] = rng.standard_normal((2, 1, 6, 6)).astype(np.float32)
+    exe = backends.compile(g, "onnxruntime", contrib_ops=True)
+    ops = {n.op_type for n in exe.model.graph.node}
+    assert "MultiHeadAttention" in ops
+    assert_close(exe(**feed), backends.compile(g, "numpy")(**feed), "contrib attention")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+def test_dtypes_without_ort_kernels_are_adapted(dtype):
+    """ORT's CPU kernels lack most f16/bf16 (and some f64) versions: the export casts around them."""
+    def f(x, w, b, m):
+        h = graphdsl.ops.layer_norm(x @ w, b, b).softmax(-1)
+        return {"h": graphdsl.ops.where(m, h, graphdsl.ops.gelu(h)), "s": h.sum(axis=0), "e": graphdsl.ops.erf(x)}
+
+    g = graphdsl.trace(f, x=f"{dtype}[n,4]", w=f"{dtype}[4,4]", b=f"{dtype}[4]", m="bool[n,4]")
+    rng = np.random.default_rng(0)
+    np_type = graphdsl.dtypes.dtype(dtype).np
+    feed = {"x": rng.standard_normal((3, 4)).astype(np_type), "w": rng.standard_normal((4, 4)).astype(np_type),
+            "b": rng.standard_normal(4).astype(np_type), "m": rng.integers(0, 2, (3, 4)).astype(bool)}
+    both(g, feed, dtype)
