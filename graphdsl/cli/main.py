@@ -45,8 +45,10 @@ def ops_command(as_json: bool):
 from .demo import demo  # noqa: E402  (each module defines one or more subcommands)
 from .models_cmd import models_command  # noqa: E402
 from .onnx_cmd import export_command, import_command  # noqa: E402
+from .passes_cmd import passes_command  # noqa: E402
 
 main.add_command(demo)
 main.add_command(models_command)
 main.add_command(export_command)
 main.add_command(import_command)
+main.add_command(passes_command)

@@ -14,3 +14,4 @@ from .nn import *  # noqa: F401,F403
 from .random import *  # noqa: F401,F403
 from .attention import *  # noqa: F401,F403
 from .losses import *  # noqa: F401,F403
+from .fused import *  # noqa: F401,F403

@@ -1,0 +1,166 @@
+"""fuse_attention: textbook attention becomes one ``attention`` op.
+
+The root is ``probs @ v``; ``PROBS`` below matches the softmax (on the last axis) with its
+optional casts and dropout. The rest varies too much for one tree, so the rewrite reads it
+with small helpers:
+
+* the softmax input is split by ``masks.split_chain`` into the scores and the mask steps, which
+  become one additive bias (a causal mask becomes the ``causal`` flag where that is exact);
+* the scores are ``qk``, ``qk * c`` or ``qk / c`` (any scalar factors, also non-constant ones);
+* ``qk = q' @ kt``: scalar factors on ``q'`` or on ``kt`` (also before the head split, through
+  reshapes and transposes, when those are used only here) join the scale; ``kt`` is ``k``
+  transposed (``transpose``/``permute``: the fused op reads ``k``) or any tensor, which is then
+  transposed back;
+* guards: every node inside the match is used only inside it (an intermediate used elsewhere
+  blocks the fusion), the softmax is over the last axis, the fused op's type rule accepts q, k, v
+  and the bias (dtypes agree), and the fused op has the type of the node it replaces; with
+  dropout, the probabilities have the fused op's full score shape (the same random draw).
+"""
+from __future__ import annotations
+
+from graphdsl import ops
+from graphdsl.errors import GraphDSLError
+from graphdsl.graph import Node
+from graphdsl.tracing import Tensor
+from graphdsl.types import broadcast_shapes
+
+from . import masks
+from .pattern import Pat, opt, scalar_value
+from .rewrite import Rule
+
+_SCALARISH = ("mul", "div")
+_VIEWS = ("reshape", "transpose")
+
+
+def _last_axis(node: Node) -> bool:
+    return node.attrs["axis"] == node.type.rank - 1
+
+
+def _float_cast(node: Node) -> bool:
+    return node.type.dtype.is_float and node.inputs[0].type.dtype.is_float
+
+
+SOFTMAX = Pat("softmax", opt("cast", Pat.any("s"), name="upcast", where=_float_cast),
+              name="softmax", where=_last_axis)
+DROPOUT = Pat("dropout", SOFTMAX | Pat("cast", SOFTMAX, name="downcast", where=_float_cast),
+              Pat.any("seed"), name="dropout")
+PROBS = (DROPOUT | Pat("cast", DROPOUT, name="downcast", where=_float_cast)
+         | Pat("cast", SOFTMAX, name="downcast", where=_float_cast) | SOFTMAX)
+ATTENTION = Pat("matmul", PROBS, Pat.any("v"))
+
+
+def _scalarish(node: Node) -> bool:
+    return all(d == 1 for d in node.type.shape)
+
+
+def _scaling(x: Node):
+    """(factor, tensor factor, unscaled input) when ``x`` multiplies or divides by a scalar."""
+    if x.op not in _SCALARISH:
+        return None
+    for i in ((1, 0) if x.op == "mul" else (1,)):
+        s, other = x.inputs[i], x.inputs[1 - i]
+        if not _scalarish(s) or other.type != x.type:
+            continue
+        c = scalar_value(s)
+        if c is not None and c != 0:
+            return (c if x.op == "mul" else 1.0 / c), None, other
+        if c is None and x.op == "mul" and s.type.dtype.is_float:
+            return 1.0, s, other
+    return None
+
+
+def peel_factors(node: Node, through_views: bool = False):
+    """``node == inner * factor * tensors``: (inner, factor, tensors, consumed nodes).
+
+    Peels multiplications and divisions by scalars; with ``through_views`` also scalings under
+    reshapes and transposes, whose view chain is then rebuilt on the unscaled tensor.
+    """
+    factor, tensors, consumed, views = 1.0, [], [], []
+    x = node
+    while True:
+        found = _scaling(x)
+        if found is not None:
+            c, t, other = found
+            factor *= c
+            tensors += [t] if t is not None else []
+            consumed += views + [x]
+            views = []
+            x = other
+        elif through_views and x.op in _VIEWS:
+            views.append(x)
+            x = x.inputs[0]
+        else:
+            break
+    if not consumed:
+        return node, 1.0, [], []
+    inner = Tensor(views[0] if views else x)
+    for v in reversed([n for n in consumed if n.op in _VIEWS]):
+        inner = (ops.reshape(inner, shape=tuple(v.type.shape)) if v.op == "reshape"
+                 else ops.transpose(inner, perm=v.attrs["perm"]))
+    return inner.node, factor, tensors, consumed
+
+
+def untranspose(kt: Node) -> Tensor:
+    """``k`` with ``k^T == kt``: undo a last-two-axes swap, or compose one with the transpose."""
+    rank = kt.type.rank
+    swap = tuple(range(rank - 2)) + (rank - 1, rank - 2)
+    if kt.op == "transpose":
+        perm = tuple(kt.attrs["perm"][i] for i in swap)
+        x = Tensor(kt.inputs[0])
+        return x if perm == tuple(range(rank)) else ops.transpose(x, perm=perm)
+    return ops.transpose(Tensor(kt), perm=swap)
+
+
+def _peel_operand(m, node: Node, interior: list):
+    """Scalar factors of a matmul operand, when the nodes that carry them are used only here."""
+    inner, factor, tensors, consumed = peel_factors(node, through_views=True)
+    if consumed and not m.contained(interior + consumed):
+        return node, 1.0, []
+    return inner, factor, tensors
+
+
+def _fuse(m):
+    chain = masks.split_chain(m["s"])
+    scores, scale, tensors, scaled = peel_factors(chain.scores)
+    interior = chain.nodes + scaled + [scores]
+    if scores.op != "matmul" or not m.contained(interior):
+        return None
+    q0, kt0 = scores.inputs
+    q, fq, tq = _peel_operand(m, q0, interior)
+    kt, fk, tk = _peel_operand(m, kt0, interior)
+    dtype = q0.type.dtype
+    bias = masks.build_bias(chain.steps, dtype) if chain.steps else None
+    k = untranspose(kt)
+    causal = False
+    if bias is not None:
+        causal, rest = masks.strip_causal(bias.node, q.type.shape[-2], k.type.shape[-2])
+        bias = Tensor(rest) if rest is not None else None
+    qt = Tensor(q)
+    for t in tensors + tq + tk:
+        qt = qt * Tensor(t)
+    drop = m.get("dropout")
+    try:
+        out = ops.attention(qt, k, m.t("v"), bias, Tensor(drop.inputs[1]) if drop else None,
+                            scale=scale * fq * fk, causal=causal,
+                            dropout_p=drop.attrs["p"] if drop else 0.0,
+                            salt=drop.attrs["salt"] if drop else 0)
+    except GraphDSLError:
+        return None  # the fused op's type rule rejects these operands (dtypes, shapes)
+    if out.type != m.root.type:
+        return None
+    if drop is not None and _full_scores_shape(out.node) != tuple(drop.type.shape):
+        return None
+    if causal:
+        m.note("causal")
+    if chain.masks:
+        m.note("masks", chain.masks)
+    return out
+
+
+def _full_scores_shape(att: Node) -> tuple:
+    q, k, v = (i.type.shape for i in att.inputs[:3])
+    batch = broadcast_shapes(q[:-2], k[:-2], v[:-2])
+    return tuple(batch) + (q[-2], k[-2])
+
+
+RULES = [Rule("attention", ATTENTION, _fuse)]
