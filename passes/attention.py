@@ -1,8 +1,8 @@
 """fuse_attention: textbook attention becomes one ``attention`` op.
 
 The root is ``probs @ v``; ``PROBS`` below matches the softmax (on the last axis) with its
-optional casts and dropout. The rest varies too much for one tree, so the rewrite reads it
-with small helpers:
+optional casts, NaN guard and dropout. The rest varies too much for one tree, so the rewrite
+reads it with small helpers:
 
 * the softmax input is split by ``masks.split_chain`` into the scores and the mask steps, which
   become one additive bias (a causal mask becomes the ``causal`` flag where that is exact);
@@ -11,6 +11,9 @@ with small helpers:
   reshapes and transposes, when those are used only here) join the scale; ``kt`` is ``k``
   transposed (``transpose``/``permute``: the fused op reads ``k``) or any tensor, which is then
   transposed back;
+* the NaN guard ``where(p != p, 0, p)`` that torch's exporters put after the softmax (so that
+  ONNX Runtime's NaN for a fully masked row becomes zeros) is dropped: the softmax and the
+  attention op already give zeros there; they differ only for scores that hold NaN or +inf;
 * guards: every node inside the match is used only inside it (an intermediate used elsewhere
   blocks the fusion), the softmax is over the last axis, the fused op's type rule accepts q, k, v
   and the bias (dtypes agree), and the fused op has the type of the node it replaces; with
@@ -40,8 +43,17 @@ def _float_cast(node: Node) -> bool:
     return node.type.dtype.is_float and node.inputs[0].type.dtype.is_float
 
 
-SOFTMAX = Pat("softmax", opt("cast", Pat.any("s"), name="upcast", where=_float_cast),
-              name="softmax", where=_last_axis)
+def _nan_guard(p: Pat) -> Pat:
+    """``where(p != p, 0, p)`` (``isnan`` imports as ``p != p``): torch's exporters write it after the
+    softmax, to turn the NaN of a fully masked row into zeros -- which the softmax and the attention
+    op give anyway."""
+    return Pat("where", Pat("not_equal", p, p), Pat.const(value=0.0, rtol=0), p, name="nan_guard",
+               where=lambda n: n.type == n.inputs[2].type)
+
+
+_SOFTMAX = Pat("softmax", opt("cast", Pat.any("s"), name="upcast", where=_float_cast),
+               name="softmax", where=_last_axis)
+SOFTMAX = _SOFTMAX | _nan_guard(_SOFTMAX)
 DROPOUT = Pat("dropout", SOFTMAX | Pat("cast", SOFTMAX, name="downcast", where=_float_cast),
               Pat.any("seed"), name="dropout")
 PROBS = (DROPOUT | Pat("cast", DROPOUT, name="downcast", where=_float_cast)

@@ -6,8 +6,11 @@
 * transposes: two in a row compose into one (or none); the identity permutation disappears.
   (``x.transpose(-1, -2)``, ``x.mT`` and ``x.permute(0, 1, 3, 2)`` are already one op with one
   normalized ``perm``);
+* a batched swap of the last two axes written with reshapes, ``reshape(reshape(x, [B*H, S, D]).transpose
+  (0, 2, 1), [B, H, D, S])`` (the reshapes only regroup the leading dims), is ``x``'s swap;
 * reshape of a reshape is one reshape; reshape/broadcast to the same shape, cast to the same dtype,
-  ``x * 1``, ``x + 0`` and ``-(-x)`` disappear; a lossless cast round trip (f16 -> f32 -> f16) too.
+  ``x * 1``, ``x + 0``, ``-(-x)``, ``m & True`` and ``m | False`` disappear; a lossless cast round
+  trip (f16 -> f32 -> f16) too.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from graphdsl.tracing import Tensor
 
 from .pattern import Pat, scalar_value
 from .rewrite import Rule
+from .transposes import swap_last_two, swaps_last_two
 
 def _is_const(node) -> bool:
     return scalar_value(node) is not None
@@ -66,6 +70,15 @@ def _compose_transposes(m):
     return ops.transpose(m.t("x"), perm=perm)
 
 
+def _regrouped_swap(m):
+    """reshape(swap(reshape(x))) where both reshapes keep the last two axes: swap(x)."""
+    x = tuple(m["x"].type.shape)
+    inner, outer = tuple(m["inner"].type.shape), tuple(m.root.type.shape)
+    if len(x) < 2 or inner[-2:] != x[-2:] or outer != x[:-2] + (x[-1], x[-2]):
+        return None
+    return swap_last_two(m.t("x"))
+
+
 def _identity(m):
     return m["x"] if m["x"].type == m.root.type else None
 
@@ -100,6 +113,8 @@ RULES = [
          _compose_transposes),
     Rule("identity_transpose",
          Pat("transpose", _X, where=lambda n: n.attrs["perm"] == tuple(range(n.type.rank))), _identity),
+    Rule("regrouped_swap", Pat("reshape", Pat("transpose", Pat("reshape", _X, name="inner", one_use=True),
+                                              where=swaps_last_two, one_use=True)), _regrouped_swap),
     Rule("reshape_reshape", Pat("reshape", Pat("reshape", _X, one_use=True)),
          lambda m: ops.reshape(m.t("x"), shape=tuple(m.root.type.shape))),
     Rule("identity_reshape", Pat(("reshape", "broadcast_to"), _X), _identity),
@@ -108,4 +123,6 @@ RULES = [
     Rule("mul_one", Pat("mul", _X, Pat.const(value=1.0, rtol=0)), _identity),
     Rule("add_zero", Pat("add", _X, Pat.const(value=0.0, rtol=0), where=_float), _identity),
     Rule("neg_neg", Pat("neg", Pat("neg", _X)), lambda m: m["x"]),
+    Rule("and_true", Pat("logical_and", _X, Pat.const(value=1.0, rtol=0), commute=True), _identity),
+    Rule("or_false", Pat("logical_or", _X, Pat.const(value=0.0, rtol=0), commute=True), _identity),
 ]

@@ -16,13 +16,16 @@ fully masked row is uniform before and after with a finite fill, and all zeros b
 with ``-inf``. Upgrading a fill such as -1e4 to ``MIN`` keeps both properties.
 
 ``strip_causal`` (used by fuse_attention) recognizes a causal mask -- a constant lower-triangular
-array or an iota comparison, bottom-right aligned -- and turns it into the op's ``causal`` flag
-when that is exact: the causal mask is the only mask, or its fill is ``-inf``. (A finite-fill
-causal mask combined with a padding mask stays in the bias: a fully masked row is uniform over
-all keys there, but the flag would make it uniform over the visible keys only.)
+array or an iota comparison (2-D, or 1-D iotas unsqueezed to ``[1, 1, S, 1]`` and ``[1, 1, 1, S]``),
+bottom-right aligned -- and turns it into the op's ``causal`` flag when that is exact: the causal
+mask is the only mask, or its fill is ``-inf``; with ``-inf`` it may also be one term of the mask
+(``where(causal & padding, 0, -inf)``, as torch exports it), the other terms staying in the bias.
+(A finite-fill causal mask combined with a padding mask stays in the bias: a fully masked row is
+uniform over all keys there, but the flag would make it uniform over the visible keys only.)
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -145,7 +148,8 @@ def _int_value(node: Node):
 
 def _index(node: Node, depth: int = 0):
     """(kind, offset, rows, cols) for a row/column index grid: kind "row" or "col" (or "vec" for a
-    1-D iota), plus a constant offset; rows/cols are the grid's lengths where known."""
+    1-D iota, also unsqueezed or reshaped to one non-1 axis: ``_grid`` places it), plus a constant
+    offset; rows/cols are the grid's lengths where known."""
     if depth > 8:
         return None
     op, ins = node.op, node.inputs
@@ -165,16 +169,29 @@ def _index(node: Node, depth: int = 0):
                 kind, o, rows, cols = inner
                 return (kind, o + off if op == "add" else o - off, rows, cols)
         return None
-    if op in ("unsqueeze", "reshape") and node.type.rank == 2:
+    if op in ("unsqueeze", "reshape") and _vector_axis(node) is not None:
         inner = _index(ins[0], depth + 1)
-        if inner is None or inner[0] != "vec":
-            return None
-        rows, cols = node.type.shape
-        if cols == 1:
-            return ("row", inner[1], rows, None)
-        if rows == 1:
-            return ("col", inner[1], None, cols)
+        return inner if inner is not None and inner[0] == "vec" else None
     return None
+
+
+def _vector_axis(node: Node) -> int | None:
+    """The one axis of a vector-shaped node (``[n]``, ``[n, 1]``, ``[1, 1, 1, n]``, ...), else None."""
+    axes = [i for i, d in enumerate(node.type.shape) if d != 1]
+    return axes[0] if len(axes) == 1 else None
+
+
+def _grid(node: Node):
+    """``_index``, with a vector of indices read as a row index (``[..., n, 1]``) or a column index
+    (``[..., 1, n]``), the way it broadcasts against the scores."""
+    found = _index(node)
+    if found is None or found[0] != "vec":
+        return found
+    rank, axis = node.type.rank, _vector_axis(node)
+    if rank < 2 or axis is None or axis < rank - 2:
+        return None
+    _, offset, n, _ = found
+    return ("row", offset, n, None) if axis == rank - 2 else ("col", offset, None, n)
 
 
 _FLIP = {"less": "greater", "greater": "less", "less_equal": "greater_equal",
@@ -186,7 +203,7 @@ def _same(a, b) -> bool:
 
 
 def _compare_kind(node: Node, sq, sk) -> str | None:
-    a, b = (_index(i) for i in node.inputs)
+    a, b = (_grid(i) for i in node.inputs)
     if a is None or b is None or {a[0], b[0]} != {"row", "col"}:
         return None
     op = node.op
@@ -220,7 +237,7 @@ def causal_kind(mask: Node, sq, sk, depth: int = 0) -> str | None:
             return None
         value, vis = mask.attrs["value"].reshape(sq, sk), _visible_np(sq, sk)
         return "visible" if np.array_equal(value, vis) else "hidden" if np.array_equal(value, ~vis) else None
-    if mask.op in COMPARES and mask.type.rank == 2:
+    if mask.op in COMPARES:
         return _compare_kind(mask, sq, sk)
     if mask.op == "logical_not":
         inner = causal_kind(mask.inputs[0], sq, sk, depth + 1)
@@ -253,18 +270,33 @@ def strip_causal(bias: Node, sq, sk) -> tuple[bool, Node | None]:
     if bias.op != "where":
         return False, bias
     m, a, b = bias.inputs
-    kind = causal_kind(m, sq, sk)
-    if kind == "visible" and mask_fill(b) is not None:
-        rest, fill = a, mask_fill(b)
-    elif kind == "hidden" and mask_fill(a) is not None:
-        rest, fill = b, mask_fill(a)
-    else:
-        return False, bias
-    if scalar_value(rest) == 0.0 and _every_row_sees_a_key(sq, sk):
-        return True, None
-    if fill == -math.inf:
-        return True, rest
+    # where(keep, rest, fill) with keep = causal [& other masks]; where(hide, fill, rest) with hide =
+    # causal complement [| other masks]
+    for kind, fill, rest, join in (("visible", mask_fill(b), a, "logical_and"),
+                                   ("hidden", mask_fill(a), b, "logical_or")):
+        if fill is None:
+            continue
+        if causal_kind(m, sq, sk) == kind:
+            if scalar_value(rest) == 0.0 and _every_row_sees_a_key(sq, sk):
+                return True, None
+            return (True, rest) if fill == -math.inf else (False, bias)
+        if fill == -math.inf:   # hidden by the causal mask or by another: -inf either way
+            terms = _terms(m, join)
+            causal = next((t for t in terms if causal_kind(t, sq, sk) == kind), None)
+            if causal is not None:
+                others = [Tensor(t) for t in terms if t is not causal]
+                if not others:
+                    return True, rest
+                other = functools.reduce(getattr(ops, join), others)
+                return True, ops.where(other, Tensor(a), Tensor(b)).node
     return False, bias
+
+
+def _terms(mask: Node, join: str) -> list[Node]:
+    """The operands of a chain of ``join`` (logical_and / logical_or) ops."""
+    if mask.op != join:
+        return [mask]
+    return [t for i in mask.inputs for t in _terms(i, join)]
 
 
 # -- the pass --------------------------------------------------------------------------------------

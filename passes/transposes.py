@@ -20,13 +20,14 @@ def swaps_last_two(node: Node) -> bool:
     return r >= 2 and node.attrs["perm"] == tuple(range(r - 2)) + (r - 1, r - 2)
 
 
-def _swap(t):
+def swap_last_two(t):
+    """Graph code: ``t`` with its last two axes swapped."""
     r = t.ndim
     return ops.transpose(t, perm=tuple(range(r - 2)) + (r - 1, r - 2))
 
 
 def _fold(m):
-    out = _swap(m.t("b") @ m.t("a"))
+    out = swap_last_two(m.t("b") @ m.t("a"))
     return out if out.type == m.root.type else None
 
 

@@ -115,9 +115,6 @@ def test_imported_model_compiles_with_tvm(exported, family, exporter):
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
 
 
-@pytest.mark.xfail(reason="the attention-fusion pass does not yet match the exporters' patterns (scale on "
-                          "q and on k^T, K^T by reshape-transpose-reshape, where(isnan(p), 0, p) after softmax)",
-                   strict=False)
 @pytest.mark.parametrize("family,exporter", CASES)
 def test_passes_fuse_the_imported_attention(exported, family, exporter):
     passes = pytest.importorskip("passes")

@@ -4,7 +4,9 @@ Each row of VARIANTS is one differently written attention block. After ``optimiz
 must be exactly one ``attention`` op (with the expected causal flag and bias), no softmax left,
 and the same numbers as the graph as written on the NumPy backend -- including fully masked rows,
 which the feeds contain wherever a mask allows them. Rows marked ``grads`` also compare the
-gradients of a training graph. NEAR_MISSES must not fuse, and leave the graph unchanged.
+gradients of a training graph, whose backward must be ``attention_grad`` ops with no softmax left.
+The last rows are the forms torch.onnx exports (tests/test_onnx_transformers.py runs the real
+exports). NEAR_MISSES must not fuse, and leave the graph unchanged.
 """
 from __future__ import annotations
 
@@ -49,6 +51,40 @@ def _softmax_by_hand(s):
 
 def _merge(o):
     return o.transpose(1, 2).reshape(B, S, H * D)
+
+
+# -- the forms torch.onnx exports (BERT and GPT-2 from transformers, legacy and dynamo exporters) --
+ZERO, NEG_INF, MIN_ARR = (np.array([c], np.float32) for c in (0.0, -np.inf, MIN32))
+
+
+def _nan_guard(p):
+    """where(isnan(p), 0, p); isnan imports from ONNX as p != p."""
+    return ops.where(p != p, 0.0, p)
+
+
+def _k_transposed_by_reshapes(k):
+    """k^T as the dynamo exporter writes it: heads merged into the batch, a 3-D transpose, split again."""
+    return k.reshape(B * H, S, D).transpose(1, 2).reshape(B, H, D, S)
+
+
+def _iota_causal(q, k):
+    """The exported causal mask: 1-D iotas unsqueezed to [1, 1, Sq, 1] and [1, 1, 1, Sk], compared."""
+    rows = ops.arange(q.shape[2]).unsqueeze(0).unsqueeze(1).unsqueeze(3)
+    cols = ops.arange(k.shape[2]).unsqueeze(0).unsqueeze(1).unsqueeze(2)
+    return cols <= rows
+
+
+def _torch_mask(q, k, keep, fill):
+    """where(causal & padding, 0, fill), added to the scores."""
+    return ops.where(_iota_causal(q, k) & keep, ZERO, fill)
+
+
+def _sdpa_export(xq, xk, xv, keep):
+    """The whole block as exported: sqrt(scale) on q and on k^T, k^T by reshapes, the padding mask
+    as where(keep, 0, -inf) added, the NaN guard after the softmax."""
+    c = SCALE ** 0.5
+    q, kt = _heads(xq) * c, _k_transposed_by_reshapes(_heads(xk)) * c
+    return _merge(_nan_guard((q @ kt + ops.where(keep, ZERO, NEG_INF)).softmax(-1)) @ _heads(xv))
 
 
 @dataclass
@@ -153,6 +189,41 @@ VARIANTS = [
             dict(QKV, seed="i32[]"), dropout=True, grads=True),
     Variant("float64", lambda q, k, v: ((q @ k.mT) / math.sqrt(D)).softmax(-1) @ v,
             {n: f"f64[{B},{H},{S},{D}]" for n in "qkv"}, grads=True, tol=dict(rtol=1e-12, atol=1e-13)),
+    # the forms torch.onnx exports
+    Variant("nan_guard_after_softmax",
+            lambda q, k, v, keep: _nan_guard(((q @ k.mT) * SCALE).masked_fill(~keep, float("-inf"))
+                                             .softmax(-1)) @ v,
+            dict(QKV, keep=f"bool[{B},1,1,{S}]"), feed={"keep": KEEP}, bias=True, grads=True),
+    Variant("nan_guard_then_dropout",
+            lambda q, k, v, seed: ops.dropout(_nan_guard(((q @ k.mT) * SCALE).softmax(-1)), seed, p=0.25,
+                                              salt=3) @ v,
+            dict(QKV, seed="i32[]"), dropout=True, grads=True),
+    Variant("scale_on_q_and_on_k_transposed",
+            lambda q, k, v: ((q * D ** -0.25) @ (k.mT * D ** -0.25)).softmax(-1) @ v, QKV, grads=True),
+    Variant("k_transposed_by_reshapes",
+            lambda q, k, v: ((q @ _k_transposed_by_reshapes(k)) * SCALE).softmax(-1) @ v, QKV, grads=True),
+    Variant("additive_where_finfo_min",
+            lambda q, k, v, keep: ((q @ k.mT) * SCALE + ops.where(keep, ZERO, MIN_ARR)).softmax(-1) @ v,
+            dict(QKV, keep=f"bool[{B},1,1,{S}]"), feed={"keep": KEEP}, bias=True),
+    Variant("causal_and_padding_where_neg_inf",   # -inf: the causal part becomes the flag
+            lambda q, k, v, keep: ((q @ k.mT) * SCALE + _torch_mask(q, k, keep, NEG_INF)).softmax(-1) @ v,
+            dict(QKV, keep=f"bool[{B},1,1,{S}]"), feed={"keep": LEFT_PAD.astype(bool).reshape(B, 1, 1, S)},
+            causal=True, bias=True, grads=True),
+    Variant("causal_and_padding_where_neg_inf_symbolic",   # the iota comparison itself, not folded
+            lambda q, k, v, keep: ((q @ k.mT) * SCALE + _torch_mask(q, k, keep, NEG_INF)).softmax(-1) @ v,
+            dict({n: f"f32[batch,{H},seq,{D}]" for n in "qkv"}, keep="bool[batch,1,1,seq]"),
+            feed={"keep": LEFT_PAD.astype(bool).reshape(B, 1, 1, S)}, causal=True, bias=True),
+    Variant("causal_and_padding_where_finfo_min",   # a finite fill: all of it stays in the bias
+            lambda q, k, v, keep: ((q @ k.mT) * SCALE + _torch_mask(q, k, keep, MIN_ARR)).softmax(-1) @ v,
+            dict({n: f"f32[batch,{H},seq,{D}]" for n in "qkv"}, keep="bool[batch,1,1,seq]"),
+            feed={"keep": LEFT_PAD.astype(bool).reshape(B, 1, 1, S)}, bias=True),
+    Variant("masked_fill_causal_or_padding_neg_inf",   # one hide mask: ~causal | ~keep
+            lambda q, k, v, keep: ((q @ k.mT) * SCALE).masked_fill(~F.causal_mask(S, S) | ~keep, float("-inf"))
+            .softmax(-1) @ v,
+            dict(QKV, keep=f"bool[{B},1,1,{S}]"), feed={"keep": LEFT_PAD.astype(bool).reshape(B, 1, 1, S)},
+            causal=True, bias=True, grads=True),
+    Variant("torch_sdpa_export", _sdpa_export, dict(X3, keep=f"bool[{B},1,1,{S}]"), feed={"keep": KEEP},
+            bias=True, grads=True),
 ]
 
 
@@ -203,6 +274,7 @@ def _check(variant: Variant, params=None):
         grad_feed = random_feed(g, dims={"batch": B, "seq": S}, **(variant.grad_feed or variant.feed))
         train = assert_same_gradients(lg, {**random_feed(lg, seed=1), **grad_feed}, wrt=wrt, tol=variant.tol)
         assert count(train, "attention") == 1
+        assert count(train, "softmax") == 0 and count(train, "attention_grad") >= 3, train.op_counts()
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
@@ -272,6 +344,10 @@ NEAR_MISSES = [
      dict({n: f"f16[{B},{H},{S},{D}]" for n in "qkv"}, bias=f"f32[{B},1,1,{S}]")),
     ("two_score_matmuls", lambda q, k, v, r: ((q @ k.mT + q @ r.mT) * SCALE).softmax(-1) @ v,
      dict(QKV, r=f"f32[{B},{H},{S},{D}]")),
+    ("nan_guard_fill_is_not_zero",
+     lambda q, k, v: ops.where((p := ((q @ k.mT) * SCALE).softmax(-1)) != p, 1.0, p) @ v, QKV),
+    ("nan_guard_tests_the_scores",
+     lambda q, k, v: ops.where((s := (q @ k.mT) * SCALE) != s, 0.0, s.softmax(-1)) @ v, QKV),
     ("causal_offset_wrong_way",  # query i sees keys <= i + 1: not the op's bottom-right alignment
      lambda q, k, v: ops.where(ops.iota(shape=(S, S), axis=1) <= ops.iota(shape=(S, S), axis=0) + 1,
                                (q @ k.mT) * SCALE, MIN32).softmax(-1) @ v, QKV),
@@ -326,7 +402,7 @@ def test_transformer_encoder_two_layers():
                        **{k: v for k, v in enc.init(0).items()})
     assert_same_numbers(g, fused, feed)
     train = assert_same_gradients(g, feed)
-    assert count(train, "attention") == 2
+    assert count(train, "attention") == 2 and count(train, "softmax") == 0
 
 
 def test_transformer_decoder_two_layers():

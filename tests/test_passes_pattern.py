@@ -17,6 +17,9 @@ def _graph(fn, **specs):
     return gd.trace(fn, **(specs or X2))
 
 
+_P = Pat("exp", Pat.any(), name="p")
+NAN_GUARD = Pat("where", Pat("not_equal", _P, _P), Pat.const(value=0.0), _P)   # where(p != p, 0, p)
+
 # (name, pattern, traced function, expected: {capture: op of the captured node} or None)
 CASES = [
     ("op_and_wildcards", Pat("add", Pat.any("a"), Pat.any("b")), lambda x, y: x + y,
@@ -50,6 +53,9 @@ CASES = [
     ("nested", Pat("add", Pat("mul", Pat.any("x"), Pat.const()), Pat.any("y")), lambda x, y: y + x * 2.0,
      {"x": "input", "y": "input"}),
     ("arity_mismatch", Pat("where", Pat.any(), Pat.any()), lambda x, y: ops.where(x > y, x, y), None),
+    ("one_capture_three_times", NAN_GUARD, lambda x, y: ops.where((e := x.exp()) != e, 0.0, e), {"p": "exp"}),
+    ("one_capture_three_times_other_node", NAN_GUARD,
+     lambda x, y: ops.where((e := x.exp()) != e, 0.0, y.exp()), None),
 ]
 
 

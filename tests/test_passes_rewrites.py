@@ -18,6 +18,7 @@ from graphdsl.nn import functional as F
 from tests.passes_check import assert_same_gradients, assert_same_numbers, random_feed
 
 X = dict(x="f32[2,3,8]")
+X4 = dict(x="f32[2,3,4,5]")
 XW = dict(x="f32[2,3,8]", w="f32[8]", b="f32[8]")
 SQRT2 = math.sqrt(2.0)
 C_TANH = math.sqrt(2.0 / math.pi)
@@ -83,6 +84,12 @@ ROWS = [
     ("transposes_compose", lambda x: x.permute(1, 0, 2).transpose(-1, -2), X, ["canonicalize"],
      {"transpose": 1}, 0),
     ("reshapes_merge", lambda x: x.reshape(6, 8).reshape(2, 24), X, ["canonicalize"], {"reshape": 1}, 0),
+    ("swap_under_regrouping_reshapes", lambda x: x.reshape(6, 4, 5).transpose(1, 2).reshape(2, 3, 5, 4), X4,
+     ["canonicalize"], {"reshape": 0, "transpose": 1}, 0),
+    ("mask_and_true", lambda x, m: ops.where(ops.logical_and(True, m), x, 0.0), dict(X, m="bool[2,3,8]"),
+     ["canonicalize"], {"logical_and": 0}, 0),
+    ("mask_or_false", lambda x, m: ops.where(ops.logical_or(m, False), x, 0.0), dict(X, m="bool[2,3,8]"),
+     ["canonicalize"], {"logical_or": 0}, 0),
     ("identity_ops_drop", lambda x: (x.reshape(2, 3, 8).astype("float32") * 1.0 + 0.0).exp(), X,
      ["canonicalize"], {"reshape": 0, "cast": 0, "mul": 0, "add": 0}, 0),
     ("lossless_cast_round_trip", lambda x: x.astype("float64").astype("float32").exp(), X, ["canonicalize"],
@@ -128,6 +135,12 @@ ROWS = [
 NEGATIVE = [
     ("integer_division_stays", lambda n: ops.div(n, 2), dict(n="i64[4]"), ["canonicalize"]),
     ("lossy_cast_round_trip_stays", lambda x: x.astype("float16").astype("float32"), X, ["canonicalize"]),
+    ("reshapes_that_move_the_swapped_axes", lambda x: x.reshape(6, 5, 4).transpose(1, 2).reshape(2, 3, 4, 5),
+     X4, ["canonicalize"]),
+    ("reshapes_to_other_leading_dims", lambda x: x.reshape(6, 4, 5).transpose(1, 2).reshape(3, 2, 5, 4), X4,
+     ["canonicalize"]),
+    ("mask_and_a_broadcast_true", lambda m: ops.logical_and(m, np.ones((2, 3), bool)), dict(m="bool[3]"),
+     ["canonicalize"]),
     ("normalized_over_a_middle_axis", _ln_middle_axis, X, ["canonicalize", "cse", "fuse_layer_norm"]),
     ("softmax_over_a_middle_axis", lambda x: _softmax(x, 1), X, ["fuse_softmax"]),
     ("gelu_wrong_constant", lambda x: 0.5 * x * (1.0 + ops.erf(x * 0.6)), X, ["canonicalize", "fuse_gelu"]),

@@ -3,7 +3,8 @@
 For every model: as many attention ops as the spec says attention blocks, and no softmax left.
 For the tiny ones (each family's smallest config: the same code as the larger ones, quick to
 run): the same outputs on the model's example batch, and the same gradients of the pretraining
-loss, differentiated as written and optimized for training (fused, then differentiated).
+loss, differentiated as written and optimized for training (fused, then differentiated); that
+training graph has attention_grad ops for the backward and no softmax but the loss gradient's.
 """
 from __future__ import annotations
 
@@ -31,6 +32,17 @@ def test_attention_blocks_fuse(name):
     assert count(fused, "softmax") == 0
 
 
+def assert_backward_is_fused(train, blocks: int) -> None:
+    """The attention backward is attention_grad ops (one per q, k, v and, when the bias needs one,
+    bias); the only softmax left is the cross-entropy gradient's, softmax(logits) - onehot."""
+    grads = [n for n in train.nodes if n.op == "attention_grad"]
+    assert 3 * blocks <= len(grads) <= 4 * blocks, train.op_counts()
+    assert {n.attrs["wrt"] for n in grads} >= {"q", "k", "v"}
+    logits = {id(n.inputs[0]) for n in train.nodes if n.op == "cross_entropy"}
+    stray = [n for n in train.nodes if n.op == "softmax" and id(n.inputs[0]) not in logits]
+    assert not stray, f"softmax left in the training graph: {stray}"
+
+
 def _feeds(spec, module):
     params = module.init(0)
     loss_graph = spec.loss(module.train())
@@ -53,6 +65,7 @@ def test_numbers_and_gradients_match(name):
     wrt = [k for k, n in loss_graph.params.items() if n.type.dtype.is_float]
     train = passes.optimize_for_training(loss_graph, wrt=wrt)
     assert count(train, "attention") == spec.attention_blocks
+    assert_backward_is_fused(train, spec.attention_blocks)
     want = run(grad(loss_graph, wrt=wrt), feed)
     got = run(train, feed)
     assert_close(got, want, f"{name} training", TOL)

@@ -251,6 +251,52 @@ def test_finfo_min_mask_in_float16_has_no_nan():
     np.testing.assert_allclose(out.astype(np.float64)[..., 0, :], v.astype(np.float64)[..., 0, :], atol=2e-3)
 
 
+# -- the backward op and the decompositions --------------------------------------------------------
+def test_the_gradient_graph_uses_attention_grad_and_no_softmax():
+    g = graphdsl.trace(lambda q, k, v, b: {"loss": ops.attention(q, k, v, b, seed=3, dropout_p=0.2).sum()},
+                       q="f32[2,4,8]", k="f32[2,5,8]", v="f32[2,5,8]", b="f32[4,5]")
+    counts = grad(g, wrt=["q", "k", "v", "b"]).op_counts()
+    assert counts["attention_grad"] == 4 and "softmax" not in counts, counts
+
+
+DECOMPOSED = {  # name: (attention kwargs, bias shape or None, seed or None, q/k/v dtype)
+    "plain": ({"scale": 0.3}, None, None, np.float64),
+    "broadcast_bias": ({}, (4, 5), None, np.float64),
+    "causal": ({"causal": True}, (2, 1, 4, 5), None, np.float64),
+    "dropout": ({"dropout_p": 0.3, "salt": 4}, (1, 1, 1, 5), 21, np.float64),
+    "f16": ({"causal": True}, (1, 1, 4, 5), None, np.float16),
+}
+
+
+@pytest.mark.parametrize("name,wrt", [
+    pytest.param(name, wrt, id=f"{wrt or 'forward'}-{name}") for name, case in DECOMPOSED.items()
+    for wrt in (None, "q", "k", "v", "bias") if wrt != "bias" or case[1] is not None])
+def test_decompositions_compute_the_references(name, wrt):
+    """What a backend without a lowering runs is what the NumPy reference computes."""
+    kw, bias_shape, seed, dtype = DECOMPOSED[name]
+    r = np.random.default_rng(8)
+    feeds = {"q": r.standard_normal((2, 3, 4, 6)), "k": r.standard_normal((2, 1, 5, 6)),
+             "v": r.standard_normal((1, 3, 5, 2))}
+    if bias_shape is not None:
+        feeds["bias"] = r.standard_normal(bias_shape)
+    if seed is not None:
+        feeds["seed"] = np.int32(seed)
+    if wrt is not None:
+        feeds["g"] = r.standard_normal((2, 3, 4, 2))
+    feeds = {n: a.astype(dtype) if a.dtype.kind == "f" else a for n, a in feeds.items()}
+    op = ops.attention_grad if wrt is not None else ops.attention_op
+    attrs = {"scale": 0.4, "causal": False, "dropout_p": 0.0, "salt": 0, **kw}
+    attrs.update({"has_bias": bias_shape is not None}, **({"wrt": wrt} if wrt is not None else {}))
+    specs = {n: (a.shape, a.dtype) for n, a in feeds.items()}
+    ref = run(lambda **xs: op(*xs.values(), **attrs), **feeds)["out"]
+    decomposed = run(lambda **xs: op.decompose(*xs.values(), **attrs), **feeds)["out"]
+    graph = graphdsl.trace(lambda **xs: op.decompose(*xs.values(), **attrs), **specs)
+    assert graph.op_counts()["softmax"] == 1 and op.name not in graph.op_counts()
+    assert decomposed.dtype == ref.dtype and decomposed.shape == ref.shape
+    tol = 2e-3 if dtype == np.float16 else 1e-12
+    np.testing.assert_allclose(decomposed.astype(np.float64), ref.astype(np.float64), atol=tol, rtol=tol)
+
+
 # -- symbolic dims ----------------------------------------------------------------------------------
 def _symbolic_grads(fn, specs, feeds, wrt):
     g = graphdsl.trace(lambda **xs: {"loss": (fn(**xs) * 1.0).sum()}, **specs)
