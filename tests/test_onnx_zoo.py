@@ -19,7 +19,7 @@ RUN_LIMIT = 5_000_000
 
 
 def _names():
-    return models.names() if hasattr(models, "names") else []
+    return models.names()
 
 
 def _feed(graph, batch: dict, params: dict, rng) -> dict:
@@ -74,8 +74,6 @@ def test_zoo_model_on_onnxruntime(name):
 
 
 def test_the_zoo_is_not_empty():
-    if not hasattr(models, "names"):
-        pytest.skip("the model zoo is not available")
     assert _names(), "models.names() lists no model"
 
 
