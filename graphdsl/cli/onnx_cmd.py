@@ -13,22 +13,18 @@ import numpy as np
 
 from graphdsl.errors import GraphDSLError
 
+from .zoo import zoo_graph
+
 
 def _fail(e: GraphDSLError):
     return click.ClickException(str(e))
 
 
 def _zoo_graph(name: str, which: str, seed: int):
-    import models
     from graphdsl.optim import AdamW, make_train_step
-    spec = models.get(name)
-    module = spec.module()
-    if which == "forward":
-        graph = spec.forward(module.eval())
-    else:
-        graph = spec.loss(module.train())
-        if which == "train":
-            graph = make_train_step(graph, AdamW(lr=1e-3))
+    _, module, graph = zoo_graph(name, "forward" if which == "forward" else "loss")
+    if which == "train":
+        graph = make_train_step(graph, AdamW(lr=1e-3))
     return graph, module.init(seed=seed)
 
 

@@ -5,6 +5,8 @@ import json
 
 import click
 
+from .zoo import zoo_graph
+
 GRAPHS = ("loss", "forward", "train")
 
 
@@ -21,20 +23,14 @@ GRAPHS = ("loss", "forward", "train")
               help="Write the IR before the first pass and after each pass into this folder.")
 def passes_command(model: str, level: int, which: str, as_json: bool, dump_ir: str | None):
     """Run the passes on MODEL (e.g. bert-tiny, gpt-tiny) and report each pass's effect."""
-    import models
     import passes
     from graphdsl.errors import GraphDSLError
 
     try:
-        spec = models.get(model)
-        module = spec.module()
-        if which == "forward":
-            graph = spec.forward(module.eval())
-        else:
-            graph = spec.loss(module.train())
-            if which == "train":
-                from graphdsl.autodiff import grad
-                graph = grad(passes.optimize(graph, level))
+        spec, _, graph = zoo_graph(model, "forward" if which == "forward" else "loss")
+        if which == "train":
+            from graphdsl.autodiff import grad
+            graph = grad(passes.optimize(graph, level))
         report = passes.report(graph, level, dump_ir=dump_ir)
     except GraphDSLError as e:
         raise click.ClickException(str(e)) from None
