@@ -15,6 +15,8 @@ from .base import Executable, bind_inputs
 # target name -> module that defines compile(graph, **options)
 TARGETS: dict[str, str] = {
     "numpy": "backends.numpy_backend",
+    "llvm": "backends.tvm",
+    "cuda": "backends.tvm.cuda",
     "onnxruntime": "backends.onnx.runtime",
 }
 
@@ -30,4 +32,6 @@ def compile(graph: Graph, target: str = "numpy", **options) -> Executable:
     return module.compile(graph, **options)
 
 
-__all__ = ["compile", "Executable", "TARGETS", "bind_inputs"]
+from .compare import compare  # noqa: E402  (after compile, which it calls)
+
+__all__ = ["compile", "compare", "Executable", "TARGETS", "bind_inputs"]

@@ -46,9 +46,12 @@ from .demo import demo  # noqa: E402  (each module defines one or more subcomman
 from .models_cmd import models_command  # noqa: E402
 from .onnx_cmd import export_command, import_command  # noqa: E402
 from .passes_cmd import passes_command  # noqa: E402
+from .tvm_cmd import compare_command, compile_command  # noqa: E402
 
 main.add_command(demo)
 main.add_command(models_command)
 main.add_command(export_command)
 main.add_command(import_command)
 main.add_command(passes_command)
+main.add_command(compile_command)
+main.add_command(compare_command)

@@ -1,0 +1,56 @@
+"""The TVM backend: graph -> Relax (our lowering table) -> schedules -> LLVM or CUDA kernels.
+
+``backends.compile(graph, "llvm")`` lands here; ``"cuda"`` lands in backends/tvm/cuda.py. TVM is
+imported only when this package is (when a TVM target is first compiled for).
+
+Options: ``num_cores`` (llvm: threads the kernels are built for; default the usable cores),
+``arch`` (cuda: default sm_90), ``cache`` (default True: reuse a module compiled before for the
+same graph, target and library versions, from this process or from disk; see cache.py).
+"""
+from __future__ import annotations
+
+from graphdsl.errors import TargetError
+from graphdsl.graph import Graph
+
+from .target import make_target
+
+
+def compile(graph: Graph, **options):
+    """Compile ``graph`` for this host's CPU; returns a TVMExecutable."""
+    return compile_for("llvm", graph, **options)
+
+
+def compile_for(kind: str, graph: Graph, *, cache: bool = True, **options):
+    """Compile for ``kind`` ("llvm" or "cuda"), through the compile cache unless ``cache=False``."""
+    from . import cache as _cache
+    target_options = {k: options.pop(k) for k in ("num_cores", "arch") if k in options}
+    if options:
+        raise TargetError(f"unknown option(s) for the {kind} target: {sorted(options)}",
+                          hint="the TVM targets take num_cores (llvm), arch (cuda) and cache")
+    arch = target_options.get("arch")
+    target = make_target(kind, **target_options)
+    k = _cache.key(graph, target) if cache else None
+    exe = _cache.lookup(k, graph) if cache else None
+    if exe is None:
+        exe = _build(kind, graph, target, arch)
+        _cache.STATS["compiles"] += 1
+        if cache:
+            exe = _cache.store(k, exe)
+    return exe
+
+
+def _build(kind: str, graph: Graph, target, arch):
+    from .build import build
+    from .lower import lower
+    lowered = lower(graph, kind)
+    vm_exec = build(lowered.mod, target)
+    common = dict(target=kind, tvm_target=str(target), range_checks=lowered.range_checks,
+                  slice_checks=lowered.slice_checks)
+    if kind == "cuda":
+        from .cuda import CUDA_ARCH, CudaExecutable, nvcc_available
+        exe = CudaExecutable(graph, vm_exec, arch=arch or CUDA_ARCH, **common)
+        if nvcc_available():
+            exe.ptx()  # compile the kernels now: a machine without a GPU still checks they compile
+        return exe
+    from .executable import TVMExecutable
+    return TVMExecutable(graph, vm_exec, **common)

@@ -1,0 +1,99 @@
+"""TE kernels for the indexing ops (slices, take/gather, one_hot, triangles) and for creating
+tensors from sizes (iota, fill, numel).
+
+Indices are clipped into range inside the kernels, so a bad index never reads outside a buffer;
+whether an index was bad is checked separately (see rules/tensor.py), so nothing is silently
+clipped from the user's point of view.
+"""
+from __future__ import annotations
+
+from tvm import te, tirx
+
+
+def _i64(x):
+    return x if str(x.ty) == "int64" else x.astype("int64")
+
+
+def _clip(j, size):
+    return tirx.max(tirx.min(_i64(j), _i64(tirx.const(0, "int64") + size) - 1), tirx.const(0, "int64"))
+
+
+def take(table: te.Tensor, indices: te.Tensor, axis: int) -> te.Tensor:
+    """out[pre, i..., post] = table[pre, indices[i...], post]."""
+    k = len(indices.shape)
+    size = table.shape[axis]
+    shape = list(table.shape[:axis]) + list(indices.shape) + list(table.shape[axis + 1:])
+
+    def f(*i):
+        j = _clip(indices(*i[axis:axis + k]), size)
+        return table(*i[:axis], j, *i[axis + k:])
+    return te.compute(shape, f, name="take")
+
+
+def gather(x: te.Tensor, indices: te.Tensor, axis: int) -> te.Tensor:
+    """out[i] = x[i with axis replaced by indices[i]] (take_along_axis)."""
+    size = x.shape[axis]
+
+    def f(*i):
+        return x(*i[:axis], _clip(indices(*i), size), *i[axis + 1:])
+    return te.compute(indices.shape, f, name="gather")
+
+
+def slice_axis(x: te.Tensor, axis: int, start, step: int, length) -> te.Tensor:
+    """out[.., i, ..] = x[.., start + i * step, ..]."""
+    shape = list(x.shape)
+    shape[axis] = length
+
+    def f(*i):
+        return x(*i[:axis], _i64(i[axis]) * step + start, *i[axis + 1:])
+    return te.compute(shape, f, name="slice")
+
+
+def slice_grad(g: te.Tensor, axis: int, start, step: int, size) -> te.Tensor:
+    """Zeros of ``size`` along axis with g placed at start, start + step, ... (slice's adjoint)."""
+    shape = list(g.shape)
+    shape[axis] = size
+    n = g.shape[axis]
+
+    def f(*i):
+        rel = _i64(i[axis]) - start
+        q = tirx.floordiv(rel, step)
+        hit = tirx.all(tirx.floormod(rel, step) == 0, q >= 0, q < n)
+        value = g(*i[:axis], tirx.max(tirx.min(q, _i64(n) - 1), 0), *i[axis + 1:])
+        return tirx.Select(hit, value, tirx.const(0, g.dtype))
+    return te.compute(shape, f, name="slice_grad")
+
+
+def one_hot(indices: te.Tensor, depth, axis: int, dtype: str) -> te.Tensor:
+    shape = list(indices.shape[:axis]) + [depth] + list(indices.shape[axis:])
+
+    def f(*i):
+        hit = _i64(indices(*i[:axis], *i[axis + 1:])) == _i64(i[axis])
+        return hit.astype(dtype)
+    return te.compute(shape, f, name="one_hot")
+
+
+def triangle(x: te.Tensor, k: int, upper: bool) -> te.Tensor:
+    """Keep the upper (j - i >= k) or lower (j - i <= k) triangle of the last two axes."""
+    def f(*i):
+        d = _i64(i[-1]) - _i64(i[-2])
+        keep = d >= k if upper else d <= k
+        return tirx.Select(keep, x(*i), tirx.const(0, x.dtype))
+    return te.compute(x.shape, f, name="triu" if upper else "tril")
+
+
+def iota(shape, axis: int, dtype: str) -> te.Tensor:
+    return te.compute(shape, lambda *i: i[axis].astype(dtype), name="iota")
+
+
+def fill(shape, value, dtype: str) -> te.Tensor:
+    """A tensor of ``shape`` holding one (possibly symbolic) value."""
+    return te.compute(shape, lambda *i: value.astype(dtype), name="fill")
+
+
+def numel(x: te.Tensor, axes, dtype: str) -> te.Tensor:
+    """The product of x's sizes over ``axes``, as a scalar tensor (sizes may be symbolic)."""
+    n = tirx.const(1, "int64")
+    for a in axes:
+        n = n * _i64(tirx.const(0, "int64") + x.shape[a])
+    return te.compute((), lambda: n.astype(dtype), name="numel")

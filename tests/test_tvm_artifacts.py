@@ -1,0 +1,125 @@
+"""Compiled TVM modules as artifacts: save, load in a fresh process without compiling; the compile
+cache (in-process and on disk) keyed by graph, target and library versions; run-time checks."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import backends
+import graphdsl as gd
+from graphdsl import ops
+from graphdsl.errors import GraphDSLError, InputError, TargetError
+
+pytest.importorskip("tvm")
+
+
+def _model(x, w, ids, labels):
+    h = ops.take(w, ids, axis=0) + x[:, 2:, :]                # index-checked take, symbolic slice
+    logits = h @ w.mT
+    return {"logits": logits, "loss": ops.cross_entropy(logits, labels)}
+
+
+GRAPH = gd.trace(_model, x="f32[batch,seq,8]", w="f32[5,8]", ids="i64[batch,seq-2]", labels="i64[batch,seq-2]")
+
+
+def _feed(batch=2, seq=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((batch, seq, 8)).astype(np.float32),
+            "w": rng.standard_normal((5, 8)).astype(np.float32),
+            "ids": rng.integers(0, 5, (batch, seq - 2)), "labels": rng.integers(0, 5, (batch, seq - 2))}
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    from backends.tvm import cache
+    monkeypatch.setenv("GRAPHDSL_CACHE_DIR", str(tmp_path / "cache"))
+    cache.clear_memory()
+    yield tmp_path / "cache"
+    cache.clear_memory()
+
+
+@pytest.fixture(scope="module")
+def exe():
+    return backends.compile(GRAPH, "llvm", cache=False)
+
+
+def test_runtime_checks_raise_the_reference_errors(exe):
+    ref = backends.compile(GRAPH, "numpy")
+    good = _feed()
+    np.testing.assert_allclose(exe(good)["loss"], ref(good)["loss"], rtol=1e-5)
+    bad_ids = {**good, "ids": np.where(np.arange(4) == 3, 7, good["ids"])}
+    with pytest.raises(GraphDSLError, match=r"take: index 7 is out of range for axis 0 of size 5"):
+        exe(bad_ids)
+    bad_labels = {**good, "labels": np.full_like(good["labels"], 9)}
+    with pytest.raises(InputError, match=r"cross_entropy: target 9 is out of range for 5 classes"):
+        exe(bad_labels)
+
+
+def test_save_then_load_in_a_fresh_process_runs_without_compiling(exe, tmp_path):
+    exe.save(tmp_path / "module")
+    feed = _feed(batch=3, seq=5)
+    np.savez(tmp_path / "feed.npz", **feed)
+    script = f"""
+import json, numpy as np
+from backends.tvm import artifact, cache
+import backends.tvm.build as build
+build.build = None          # any compilation would fail
+exe = artifact.load({str(tmp_path / "module")!r})
+out = exe(dict(np.load({str(tmp_path / "feed.npz")!r})))
+print(json.dumps({{"loss": float(out["loss"]), "compiles": cache.STATS["compiles"],
+                  "params": exe.param_names, "inputs": exe.input_names}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=_root())
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["compiles"] == 0 and result["inputs"] == ["x", "w", "ids", "labels"] and result["params"] == []
+    assert result["loss"] == pytest.approx(float(exe(feed)["loss"]), rel=1e-6)
+
+
+def test_loading_refuses_other_library_versions(exe, tmp_path):
+    from backends.tvm import artifact
+    path = exe.save(tmp_path / "module")
+    meta = json.loads((path / "meta.json").read_text())
+    meta["versions"]["tvm"] = "0.0.1"
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(GraphDSLError, match=r"(?s)compiled with .*0\.0\.1.*recompile"):
+        artifact.load(path)
+
+
+def test_cache_hits_skip_compilation(cache_dir):
+    from backends.tvm import cache
+    before = dict(cache.STATS)
+    first = backends.compile(GRAPH, "llvm")
+    assert cache.STATS["compiles"] == before["compiles"] + 1
+    assert any(cache_dir.joinpath("tvm").iterdir()), "a disk entry was written"
+    again = backends.compile(gd.Graph.from_json(GRAPH.to_json()), "llvm")   # an equal graph
+    assert cache.STATS["compiles"] == before["compiles"] + 1 and cache.STATS["memory_hits"] == before["memory_hits"] + 1
+    cache.clear_memory()                                     # as in a new process: the disk entry
+    from_disk = backends.compile(GRAPH, "llvm")
+    assert cache.STATS["compiles"] == before["compiles"] + 1 and cache.STATS["disk_hits"] == before["disk_hits"] + 1
+    feed = _feed()
+    for e in (again, from_disk):
+        np.testing.assert_array_equal(e(feed)["logits"], first(feed)["logits"])
+
+
+def test_cache_key_covers_the_target_and_the_graph(cache_dir):
+    from backends.tvm import cache
+    from backends.tvm.target import make_target
+    other_graph = gd.trace(lambda x: x * 2.0, x="f32[4]")
+    keys = {cache.key(GRAPH, make_target("llvm")), cache.key(GRAPH, make_target("llvm", num_cores=1)),
+            cache.key(GRAPH, make_target("cuda")), cache.key(other_graph, make_target("llvm"))}
+    assert len(keys) == 4
+
+
+def test_target_options_are_checked():
+    with pytest.raises(TargetError, match=r"unknown option.*fast"):
+        backends.compile(GRAPH, "llvm", fast=True)
+
+
+def _root() -> str:
+    from pathlib import Path
+    return str(Path(__file__).resolve().parents[1])
