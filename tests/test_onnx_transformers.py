@@ -105,8 +105,6 @@ def test_imported_model_matches_onnxruntime(exported, family, exporter):
 
 @pytest.mark.parametrize("family,exporter", CASES)
 def test_imported_model_compiles_with_tvm(exported, family, exporter):
-    if "llvm" not in backends.TARGETS:
-        pytest.skip("the llvm (TVM) target is not available")
     path = exported[family, exporter]
     graph = graphdsl.from_onnx(path, dims={"batch": 2, "seq": 7})
     feed = _batch(2, 7, 0)

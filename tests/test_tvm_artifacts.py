@@ -14,8 +14,6 @@ import graphdsl as gd
 from graphdsl import ops
 from graphdsl.errors import GraphDSLError, InputError, TargetError
 
-pytest.importorskip("tvm")
-
 
 def _model(x, w, ids, labels):
     h = ops.take(w, ids, axis=0) + x[:, 2:, :]                # index-checked take, symbolic slice

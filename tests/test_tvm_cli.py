@@ -4,12 +4,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from graphdsl.cli.tvm_cmd import compare_command, compile_command, model_case
-
-pytest.importorskip("tvm")
 
 
 def test_compile_writes_a_loadable_artifact(tmp_path):

@@ -12,7 +12,6 @@ import models
 from graphdsl.cli.tvm_cmd import model_case
 from graphdsl.errors import TargetError
 
-pytest.importorskip("tvm")
 
 TINY = [n for n in models.names() if n.endswith("-tiny")]
 NO_GPU = "no CUDA GPU on this machine: CUDA kernels are compiled and checked, not run"

@@ -10,7 +10,6 @@ import models
 from graphdsl.cli.tvm_cmd import model_case
 from graphdsl.optim import StepRunner
 
-pytest.importorskip("tvm")
 
 TINY = [n for n in models.names() if n.endswith("-tiny")]
 

@@ -18,7 +18,6 @@ from graphdsl.autodiff import grad
 from graphdsl.types import TensorType
 from tests.test_ops import SAMPLES, _float_inputs, _types
 
-pytest.importorskip("tvm")
 
 GRAD_SAMPLES = [p for p in SAMPLES if p.values[1].grad and registry.get(p.values[0].op).differentiable
                 and _float_inputs(p.values[1])]

@@ -11,8 +11,6 @@ import graphdsl as gd
 from graphdsl import nn, ops
 from graphdsl.optim import AdamW, StepRunner, make_train_step
 
-pytest.importorskip("tvm")
-
 
 class EncoderClassifier(nn.Module):
     def __init__(self, vocab=16, d_model=32, n_classes=4):
