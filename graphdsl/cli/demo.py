@@ -1,7 +1,8 @@
-"""`graphdsl demo`: trace, differentiate and train a small Transformer encoder, end to end.
+"""`graphdsl demo`: BERT-tiny pretraining (MLM + NSP) through the whole compiler, end to end.
 
-The task is generated, so the demo needs no download: sequences of tokens; the label is which of
-three marker tokens occurs most often. Attention has to look at the whole sequence to get it right.
+Trace the model as written (textbook attention), show what the passes fused, compile one
+training-step graph for the NumPy reference and for LLVM through TVM, check they agree, train on
+the built-in corpus with a progress bar, and compare the backends again on the trained weights.
 """
 from __future__ import annotations
 
@@ -10,106 +11,103 @@ import time
 import click
 import numpy as np
 
-N_CLASSES = 3
-VOCAB = 12
-SEQ = 12
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
 
 
-def make_batch(rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
-    """Token ids with a unique most-frequent marker token (1, 2 or 3); label = marker - 1."""
-    labels = rng.integers(0, N_CLASSES, batch)
-    ids = rng.integers(N_CLASSES + 1, VOCAB, (batch, SEQ))
-    for row, label in enumerate(labels):
-        counts = rng.integers(0, 3, N_CLASSES)
-        counts[label] = 3 + rng.integers(0, 2)
-        slots = rng.permutation(SEQ)[:counts.sum()]
-        ids[row, slots] = np.repeat(np.arange(1, N_CLASSES + 1), counts)
-    return {"ids": ids.astype(np.int64), "labels": labels.astype(np.int64)}
-
-
-def build_model(d_model: int, n_layers: int):
-    from graphdsl import nn
-
-    class Classifier(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.tok = nn.Embedding(VOCAB, d_model)
-            self.pos = nn.Embedding(SEQ, d_model)
-            self.encoder = nn.TransformerEncoder(n_layers, d_model=d_model, n_heads=4, d_ff=2 * d_model,
-                                                 dropout=0.1)
-            self.norm = nn.LayerNorm(d_model)
-            self.head = nn.Linear(d_model, N_CLASSES)
-
-        def forward(self, ids):
-            from graphdsl import ops
-            positions = ops.arange(ids.shape[1])
-            h = self.tok(ids) + self.pos(positions)
-            h = self.encoder(h)
-            return self.head(self.norm(h.mean(axis=1)))
-
-    return Classifier()
+def _max_diff(a: dict, b: dict, keys) -> float:
+    return max(float(np.max(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64))))
+               for k in keys)
 
 
 @click.command()
+@click.option("--model", default="bert-tiny", show_default=True, help="A zoo model (graphdsl models).")
 @click.option("--steps", default=150, show_default=True, help="Training steps.")
 @click.option("--batch", default=32, show_default=True, help="Sequences per step.")
-@click.option("--layers", default=2, show_default=True, help="Encoder layers.")
-@click.option("--d-model", default=32, show_default=True, help="Hidden size.")
-@click.option("--seed", default=0, show_default=True, help="Seed for data and parameters.")
-def demo(steps: int, batch: int, layers: int, d_model: int, seed: int):
-    """Trace, differentiate and train a small Transformer encoder on the NumPy backend."""
-    from tqdm import tqdm
-
+@click.option("--target", default="llvm", show_default=True, type=click.Choice(["llvm", "numpy"]),
+              help="The backend that trains (numpy always runs beside it as the reference).")
+@click.option("--lr", default=3e-3, show_default=True, help="Peak AdamW learning rate.")
+@click.option("--seed", default=0, show_default=True, help="Seed for data, dropout and parameters.")
+def demo(model: str, steps: int, batch: int, target: str, lr: float, seed: int):
+    """Pretrain BERT-tiny (MLM + NSP): passes, numpy and llvm side by side, training with a progress bar."""
     import backends
-    import graphdsl as gd
-    from graphdsl import ops
-    from graphdsl.optim import AdamW, StepRunner, make_train_step
-    from graphdsl.optim.schedules import LinearWarmupDecay
+    import models
+    import passes
+    from graphdsl.optim import AdamW, StepRunner, WarmupCosine, make_train_step
+    from models.trainer import Trainer, spec_batches
 
-    model = build_model(d_model, layers)
-    params = model.init(seed=seed)
-    click.secho("graphdsl demo: a Transformer encoder classifier, traced, differentiated and trained",
-                bold=True)
-    click.echo(f"model: {layers} encoder layers, d_model {d_model}, 4 heads, "
-               f"{sum(p.size for p in params.values()):,} parameters")
+    spec = models.get(model)
+    module = spec.module().train()
+    params = module.init(seed=seed)
+    click.secho(f"graphdsl demo: {spec.name} ({spec.description})", bold=True)
+    click.echo(f"{module.num_parameters():,} parameters, {spec.attention_blocks} attention blocks\n")
 
-    def loss_fn(ids, labels):
-        logits = model(ids)
-        return {"loss": ops.cross_entropy(logits, labels), "logits": logits}
+    # 1. Trace the model as written and let the passes optimize it.
+    graph = spec.loss(module)
+    report = passes.report(graph, level=2)
+    click.echo(f"traced loss graph: {len(graph.nodes)} nodes "
+               f"({graph.op_counts().get('softmax', 0)} softmax, {graph.op_counts().get('matmul', 0)} matmul)")
+    click.echo("passes (nodes before -> after, what changed):")
+    for record in report.passes:
+        if record.nodes_before != record.nodes_after or record.counts:
+            what = ", ".join(f"{k} {v}" for k, v in record.counts.items())
+            click.echo(f"  {record.name:<22} {record.nodes_before:>4} -> {record.nodes_after:<4} {what}")
+    fused = report.final_ops.get("attention", 0)
+    click.echo(f"attention blocks fused: {fused} of {spec.attention_blocks}; "
+               f"softmax left in attention: {report.graph.op_counts().get('softmax', 0) - _loss_softmax(report.graph)}\n")
 
-    t0 = time.perf_counter()
-    graph = gd.trace(loss_fn, params=model, name="classifier", ids="i64[batch,seq]", labels="i64[batch]")
-    click.echo(f"\ntraced in {1e3 * (time.perf_counter() - t0):.0f} ms: {len(graph.nodes)} nodes; ops: "
-               + ", ".join(f"{k} {v}" for k, v in sorted(graph.op_counts().items(), key=lambda kv: -kv[1])[:8]))
-    lines = str(graph).splitlines()
-    body = lines[next(i for i, ln in enumerate(lines) if ln.endswith("{")) + 1:]
-    click.echo("the first attention block, as traced (print(graph) shows it all):")
-    click.echo("\n".join("  " + ln for ln in body[:24]) + "\n  ...")
-
-    schedule = LinearWarmupDecay(warmup_steps=steps // 10, total_steps=steps)
-    step_graph = make_train_step(graph, AdamW(lr=3e-3, weight_decay=0.01), clip_norm=1.0,
-                                 schedule=schedule)
-    click.echo(f"\ntrain step (forward + backward + clipping + AdamW) is one graph: "
+    # 2. One training-step graph, compiled for the reference and for the training target.
+    schedule = WarmupCosine(warmup_steps=max(1, steps // 10), total_steps=steps, min_ratio=0.1)
+    optimizer = AdamW(lr=lr, weight_decay=0.01)
+    step_graph = make_train_step(report.graph, optimizer, clip_norm=1.0, schedule=schedule)
+    click.echo(f"train step (forward + attention backward + clipping + AdamW) is one graph: "
                f"{len(step_graph.nodes)} nodes")
-    runner = StepRunner(backends.compile(step_graph, "numpy"), params, seed=seed)
+    exes = {}
+    for t in dict.fromkeys(["numpy", target]):
+        if t != "numpy":
+            click.echo(f"compiling for {t} through TVM (cached on disk after the first time) ...")
+        exes[t], seconds = _timed(lambda t=t: backends.compile(step_graph, t))
+        click.echo(f"  {t:<6} compiled in {seconds:5.1f} s")
 
-    rng = np.random.default_rng(seed)
-    eval_batch = make_batch(np.random.default_rng(seed + 1), 256)
-    evaluate = backends.compile(gd.trace(loss_fn, params=model.eval(), name="eval", ids="i64[batch,seq]",
-                                         labels="i64[batch]"), "numpy")
-    model.train()
+    # 3. The backends agree over a few steps from the same state (dropout draws the same bits).
+    batches = spec_batches(spec, batch, seed)
+    check_steps = 3
+    runners = {t: StepRunner(exe, params, seed=seed) for t, exe in exes.items()}
+    losses = {t: [r.step(batches(i))["loss"] for i in range(check_steps)] for t, r in runners.items()}
+    if target != "numpy":
+        diff = _max_diff(runners["numpy"].params, runners[target].params, params)
+        click.echo(f"{check_steps} steps on numpy vs {target}: losses "
+                   f"{' '.join(f'{v:.5f}' for v in losses['numpy'])} vs "
+                   f"{' '.join(f'{v:.5f}' for v in losses[target])}; parameters then differ by at most "
+                   f"{diff:.1e}\n")
 
-    def accuracy() -> float:
-        out = evaluate(**eval_batch, **runner.params)
-        return float((out["logits"].argmax(-1) == eval_batch["labels"]).mean())
+    # 4. Train on the target with a progress bar.
+    trainer = Trainer(report.graph, params, optimizer, target=target, schedule=schedule, clip_norm=1.0,
+                      seed=seed)
+    _, seconds = _timed(lambda: trainer.fit(batches, steps=steps, desc=f"pretraining on {target}"))
+    losses = trainer.losses
+    k = max(1, min(10, steps // 5))
+    click.echo(f"\nloss (mean of {k} steps) {np.mean(losses[:k]):.3f} -> {np.mean(losses[-k:]):.3f} "
+               f"in {steps} steps, {seconds:.1f} s on {target}")
 
-    acc0 = accuracy()
-    first = None
-    bar = tqdm(range(steps), desc="training on numpy", unit="step")
-    for _ in bar:
-        metrics = runner.step(make_batch(rng, batch))
-        first = first if first is not None else float(metrics["loss"])
-        bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
-    acc1 = accuracy()
-    click.echo(f"\nloss {first:.3f} -> {float(metrics['loss']):.3f}; "
-               f"held-out accuracy {100 * acc0:.0f}% -> {100 * acc1:.0f}% (chance: {100 / N_CLASSES:.0f}%)")
+    # 5. The trained weights give the same held-out loss on every backend.
+    eval_graph = spec.loss(module.eval())
+    held_out = spec.batch(spec.config, np.random.default_rng(seed + 10_000), batch)
+    feed = {**held_out, **trainer.params}
+    results = {t: backends.compile(eval_graph, t)(**feed) for t in exes}
+    line = ", ".join(f"{t} {r['loss']:.5f}" for t, r in results.items())
+    click.echo(f"held-out loss after training: {line}")
+    if target != "numpy":
+        diff = _max_diff(results["numpy"], results[target], [k for k, v in results["numpy"].items()
+                                                              if np.ndim(v) == 0])
+        click.echo(f"backends agree: max difference {diff:.1e}")
+
+
+def _loss_softmax(graph) -> int:
+    """Softmax nodes that feed a loss (cross-entropy's own), not attention."""
+    users = graph.users()
+    return sum(1 for n in graph.nodes if n.op == "softmax"
+               and any(u.op in ("cross_entropy", "nll") for u in users[id(n)]))
