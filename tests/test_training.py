@@ -3,28 +3,14 @@ import numpy as np
 
 import backends
 import graphdsl as gd
-from graphdsl import nn, ops
+from graphdsl import ops
 from graphdsl.optim import AdamW, StepRunner, make_train_step
-
-
-class TinyEncoderClassifier(nn.Module):
-    def __init__(self, vocab=16, d_model=32, n_classes=4):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, d_model)
-        self.encoder = nn.TransformerEncoder(2, d_model=d_model, n_heads=4, d_ff=64, dropout=0.1)
-        self.head = nn.Linear(d_model, n_classes)
-
-    def forward(self, ids, mask):
-        h = self.encoder(self.embed(ids), mask=nn.functional.padding_mask_bias(mask))
-        return self.head(h[:, 0])
+from tests.encoder_classifier import EncoderClassifier, padded_batch
 
 
 def test_two_layer_encoder_train_step_lowers_the_loss():
-    model = TinyEncoderClassifier()
-    rng = np.random.default_rng(0)
-    batch = {"ids": rng.integers(0, 16, (8, 10)), "labels": rng.integers(0, 4, 8),
-             "mask": np.ones((8, 10), np.int64)}
-    batch["mask"][:, 7:] = 0  # padding that the mask must hide
+    model = EncoderClassifier()
+    batch = padded_batch(np.random.default_rng(0), n=8)
 
     def loss_fn(ids, mask, labels):
         return {"loss": ops.cross_entropy(model(ids, mask), labels)}
@@ -46,7 +32,7 @@ def test_two_layer_encoder_train_step_lowers_the_loss():
 
 
 def test_padding_tokens_do_not_change_the_output():
-    model = TinyEncoderClassifier().eval()
+    model = EncoderClassifier().eval()
     params = model.init(seed=1)
     fwd = backends.compile(gd.trace(lambda ids, mask: model(ids, mask), params=model,
                                     ids="i64[batch,seq]", mask="i64[batch,seq]"), "numpy")

@@ -8,26 +8,9 @@ import pytest
 
 import backends
 import graphdsl as gd
-from graphdsl import nn, ops
+from graphdsl import ops
 from graphdsl.optim import AdamW, StepRunner, make_train_step
-
-
-class EncoderClassifier(nn.Module):
-    def __init__(self, vocab=16, d_model=32, n_classes=4):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, d_model)
-        self.encoder = nn.TransformerEncoder(2, d_model=d_model, n_heads=4, d_ff=64, dropout=0.1)
-        self.head = nn.Linear(d_model, n_classes)
-
-    def forward(self, ids, mask):
-        h = self.encoder(self.embed(ids), mask=nn.functional.padding_mask_bias(mask))
-        return self.head(h[:, 0])
-
-
-def _batch(rng, n=6, seq=10):
-    mask = np.ones((n, seq), np.int64)
-    mask[:, 7:] = 0
-    return {"ids": rng.integers(0, 16, (n, seq)), "labels": rng.integers(0, 4, n), "mask": mask}
+from tests.encoder_classifier import EncoderClassifier, padded_batch
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +38,7 @@ def test_forward_matches_numpy_for_several_shapes(model):
     ref, exe = backends.compile(graph, "numpy"), backends.compile(graph, "llvm")
     params = model.init(seed=0)
     for n, seq in [(3, 10), (5, 4)]:
-        batch = _batch(np.random.default_rng(n), n, seq)
+        batch = padded_batch(np.random.default_rng(n), n, seq)
         feed = {"ids": batch["ids"], "mask": batch["mask"], **params}
         np.testing.assert_allclose(exe(feed)["out"], ref(feed)["out"], atol=2e-5, rtol=1e-4)
 
@@ -63,7 +46,7 @@ def test_forward_matches_numpy_for_several_shapes(model):
 def test_train_step_matches_numpy(model, step_graph, step_exes):
     ref, exe = step_exes
     runner = StepRunner(ref, model.init(seed=0))
-    feed = {**_batch(np.random.default_rng(0)), **runner.params, "seed": np.int32(7),
+    feed = {**padded_batch(np.random.default_rng(0)), **runner.params, "seed": np.int32(7),
             **{f"state/{k}": v for k, v in runner.state.items()}}
     want, got = ref(feed), exe(feed)
     assert set(got) == set(want)
@@ -73,7 +56,7 @@ def test_train_step_matches_numpy(model, step_graph, step_exes):
 
 def test_optimizer_steps_follow_the_numpy_loss_curve(model, step_exes):
     ref, exe = step_exes
-    batch = _batch(np.random.default_rng(1))
+    batch = padded_batch(np.random.default_rng(1))
     curves = []
     for compiled in (ref, exe):
         runner = StepRunner(compiled, model.init(seed=0), seed=3)

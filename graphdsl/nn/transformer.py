@@ -131,18 +131,25 @@ def _residual(x, sublayer, norm, drop, norm_first: bool):
     return norm(x + drop(sublayer(x)))
 
 
-class TransformerEncoder(Module):
-    """``n_layers`` encoder layers (``layers.0`` ...), plus a final LayerNorm ``norm`` when pre-LN."""
+class _Stack(Module):
+    """``n_layers`` layers of one kind (``layers.0`` ...), plus a final LayerNorm ``norm`` when pre-LN."""
+
+    layer_type: type
 
     def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1,
                  activation: str = "gelu", norm_first: bool = False, eps: float = 1e-5, *,
                  dtype=_dt.float32):
         super().__init__()
         self.layers = ModuleList(
-            TransformerEncoderLayer(d_model, n_heads, d_ff, dropout, activation, norm_first, eps,
-                                    dtype=dtype)
+            self.layer_type(d_model, n_heads, d_ff, dropout, activation, norm_first, eps, dtype=dtype)
             for _ in range(n_layers))
         self.norm = LayerNorm(d_model, eps, dtype=dtype) if norm_first else None
+
+
+class TransformerEncoder(_Stack):
+    """``n_layers`` encoder layers (``layers.0`` ...), plus a final LayerNorm ``norm`` when pre-LN."""
+
+    layer_type = TransformerEncoderLayer
 
     def forward(self, x, *, mask=None, causal: bool = False):
         for layer in self.layers:
@@ -160,18 +167,10 @@ class TransformerEncoder(Module):
         return (x if self.norm is None else self.norm(x)), cache
 
 
-class TransformerDecoder(Module):
+class TransformerDecoder(_Stack):
     """``n_layers`` decoder layers (``layers.0`` ...), plus a final LayerNorm ``norm`` when pre-LN."""
 
-    def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1,
-                 activation: str = "gelu", norm_first: bool = False, eps: float = 1e-5, *,
-                 dtype=_dt.float32):
-        super().__init__()
-        self.layers = ModuleList(
-            TransformerDecoderLayer(d_model, n_heads, d_ff, dropout, activation, norm_first, eps,
-                                    dtype=dtype)
-            for _ in range(n_layers))
-        self.norm = LayerNorm(d_model, eps, dtype=dtype) if norm_first else None
+    layer_type = TransformerDecoderLayer
 
     def forward(self, x, memory, *, self_mask=None, memory_mask=None):
         for layer in self.layers:
