@@ -4,6 +4,11 @@
 
 computed in f32 (f64 for f64 inputs) like the reference, with our safe softmax (fully masked rows
 give zeros) and our dropout kernel drawing the reference's mask over the full [..., Sq, Sk] shape.
+
+On llvm without dropout, when q, k and v share their leading axes and the head dims are
+static, the op is instead one fused kernel (kernels/attention.py) that never stores the
+probabilities in main memory, scheduled here and marked opaque so fusion leaves it whole and the
+schedule pass leaves it as it is.
 """
 from __future__ import annotations
 
@@ -12,13 +17,41 @@ from tvm.relax import op as R
 from graphdsl.types import broadcast_shapes
 
 from ..kernels import random as RNG
-from ..kernels.attention import causal_mask
+from ..kernels.attention import RULE, causal_mask, fused_attention, schedule_fused_attention
+from ..schedule import RULE_ATTR, RULE_ERRORS
 from ._util import acc_dtype, cast, scalar
 from .nn import safe_softmax
 
 
+OPAQUE = 8   # TVM's kOpaque op pattern: FuseOps never fuses the kernel with its neighbours
+
+
+def _fusable(cx, node) -> bool:
+    qt, kt, vt = (n.type for n in node.inputs[:3])
+    return (cx.target_kind == "llvm" and node.attrs["dropout_p"] == 0 and qt.rank >= 3
+            and qt.shape[:-2] == kt.shape[:-2] == vt.shape[:-2]
+            and isinstance(qt.shape[-1], int) and isinstance(vt.shape[-1], int))  # vectorized head dims
+
+
+def _fused(cx, node, q, k, v, *bias):
+    """One call of our fused kernel, with its CPU schedule."""
+    a, dt = node.attrs, node.type.dtype.name
+    out = cx.te(fused_attention, q, k, v, *bias, scale=a["scale"], causal=a["causal"],
+                acc=acc_dtype(dt), out_dtype=dt, name="fused_attention")
+    gv = cx.bb.lookup_binding(out).args[0]
+    try:
+        func = schedule_fused_attention(cx.bb.get()[gv])
+    except RULE_ERRORS:   # e.g. a symbolic head dim: the generic schedule rules take the kernel
+        return out
+    cx.bb.update_func(gv, func.with_attr("tirx.is_scheduled", True).with_attr(RULE_ATTR, RULE)
+                      .with_attr("op_pattern", OPAQUE))
+    return out
+
+
 def _attention(cx, node, q, k, v, *rest):
     a = node.attrs
+    if _fusable(cx, node):
+        return _fused(cx, node, q, k, v, *rest[:1] if a["has_bias"] else ())
     bias = rest[0] if a["has_bias"] else None
     seed = rest[-1] if a["dropout_p"] > 0 else None
     qt, kt, vt = (n.type for n in node.inputs[:3])

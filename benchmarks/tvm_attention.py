@@ -1,0 +1,108 @@
+"""The fused llvm attention kernel vs the previous lowering (matmul + masked softmax + matmul).
+
+BERT-mini-shaped attention: q, k, v [8, 4, 128, 64] f32 with a [8, 1, 1, 128] padding bias
+(the last quarter of the keys hidden), traced with symbolic batch/seq (as the zoo does) and with
+static sizes. Both lowerings are built side by side in one process (the previous one by turning
+the fused path off in backends/tvm/rules/attention.py) and timed in alternating blocks.
+
+    .venv/bin/python benchmarks/tvm_attention.py [--reps 30] [--causal]
+    .venv/bin/python benchmarks/tvm_attention.py --encoder [--reps 15]
+
+``--encoder`` times the BERT-mini encoder forward of benchmarks/tvm_bert.py (batch 8, seq 128,
+symbolic dims) with its attention core written as the ``attention`` op (as the fusion pass will
+produce it; the encoder itself writes matmul + softmax), fused kernel vs previous lowering.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from unittest import mock
+
+import numpy as np
+
+import sys
+from pathlib import Path
+
+import backends
+import graphdsl as gd
+from backends.tvm.rules import attention as rule
+from graphdsl.nn.attention import MultiHeadAttention
+from graphdsl.ops.attention import attention
+
+B, H, S, D = 8, 4, 128, 64
+
+
+def _graph(static: bool, causal: bool):
+    b, s = (str(B), str(S)) if static else ("batch", "seq")
+    qkv = f"f32[{b},{H},{s},{D}]"
+    return gd.trace(lambda q, k, v, bias: attention(q, k, v, bias, scale=D ** -0.5, causal=causal),
+                    q=qkv, k=qkv, v=qkv, bias=f"f32[{b},1,1,{s}]")
+
+
+def _timed(exe, feed, calls: int) -> list[float]:
+    exe(feed)
+    out = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        exe(feed)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _attend_fused(self, q, k, v, mask, causal_mask):
+    """MultiHeadAttention._attend with its core as the attention op (float mask, no dropout)."""
+    out = attention(q, k, v, mask, scale=self.head_dim ** -0.5, causal=causal_mask is not None)
+    return self.o(out.transpose(1, 2).reshape(q.shape[0], q.shape[2], self.d_model))
+
+
+def encoder(reps: int) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import tvm_bert
+    with mock.patch.object(MultiHeadAttention, "_attend", _attend_fused):
+        graph, params = tvm_bert.build(4, False)
+    assert any(n.op == "attention" for n in graph.nodes)
+    rng = np.random.default_rng(0)
+    feed = {"x": rng.standard_normal((B, S, tvm_bert.HIDDEN)).astype(np.float32),
+            "bias": np.zeros((B, 1, 1, S), np.float32), **params}
+    feed["bias"][..., S * 3 // 4:] = np.finfo(np.float32).min
+    _compare(graph, feed, reps, "BERT-mini encoder forward [8x128] (symbolic dims), attention op")
+
+
+def _compare(graph, feed, reps: int, what: str) -> None:
+    want = next(iter(backends.compile(graph, "numpy")(feed).values()))
+    fused = backends.compile(graph, "llvm", cache=False)
+    with mock.patch.object(rule, "_fusable", lambda cx, node: False):
+        before = backends.compile(graph, "llvm", cache=False)
+    for name, exe in (("fused", fused), ("previous", before)):
+        err = float(np.abs(next(iter(exe(feed).values())) - want).max())
+        print(f"{name}: max abs diff vs numpy {err:.1e}")
+    times = {"fused": [], "previous": []}
+    for _ in range(3):
+        for name, exe in (("fused", fused), ("previous", before)):
+            times[name] += _timed(exe, feed, max(reps // 3, 1))
+    f, p = (1e3 * statistics.median(times[n]) for n in ("fused", "previous"))
+    print(f"{what}: fused {f:.2f} ms, previous {p:.2f} ms, previous/fused {p / f:.2f}x")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--causal", action="store_true")
+    parser.add_argument("--encoder", action="store_true", help="the BERT-mini encoder forward instead")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    feed = {n: rng.standard_normal((B, H, S, D)).astype(np.float32) for n in "qkv"}
+    feed["bias"] = np.zeros((B, 1, 1, S), np.float32)
+    feed["bias"][..., S * 3 // 4:] = np.finfo(np.float32).min
+    if args.encoder:
+        encoder(args.reps)
+        return
+    for static in (False, True):
+        dims = "static" if static else "symbolic"
+        _compare(_graph(static, args.causal), feed, args.reps,
+                 f"attention [{B},{H},{S},{D}] + padding bias{' causal' if args.causal else ''} ({dims} dims)")
+
+
+if __name__ == "__main__":
+    main()
