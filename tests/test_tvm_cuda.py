@@ -50,18 +50,16 @@ def test_emit_and_save_cuda_artifacts(built, tmp_path):
     assert (tmp_path / "gpt.cu").stat().st_size > 0
 
 
+@pytest.mark.skipif(_gpu(), reason="this machine has a GPU: test_cuda_matches_numpy runs the kernels")
 def test_calling_without_a_gpu_says_so(built):
-    if _gpu():
-        pytest.skip("this machine has a GPU: test_cuda_matches_numpy runs the kernels")
     graph, inputs, exe = built[("gpt-tiny", False)]
     with pytest.raises(TargetError, match="needs an NVIDIA GPU"):
         exe(inputs)
 
 
 @pytest.mark.parametrize("key", [(n, False) for n in TINY] + [("gpt-tiny", True)], ids=str)
+@pytest.mark.skipif(not _gpu(), reason=NO_GPU)
 def test_cuda_matches_numpy(built, key):
-    if not _gpu():
-        pytest.skip(NO_GPU)
     graph, inputs, exe = built[key]
     want, got = backends.compile(graph, "numpy")(inputs), exe(inputs)
     for name in want:
@@ -81,9 +79,8 @@ def test_every_op_row_compiles_to_ptx(op_rows):
         assert ".visible .entry" in exe.ptx(), graph.name
 
 
+@pytest.mark.skipif(not _gpu(), reason=NO_GPU)
 def test_every_op_row_matches_numpy_on_the_gpu(op_rows):
-    if not _gpu():
-        pytest.skip(NO_GPU)
     for graph, feed, exe in op_rows:
         want, got = backends.compile(graph, "numpy")(feed), exe(feed)
         for name in want:

@@ -90,8 +90,7 @@ class Ctx:
 
 def lower(graph: Graph, target_kind: str = "llvm") -> Lowered:
     """Lower ``graph`` to a Relax module whose ``main`` follows the executable's calling convention."""
-    from .rules._util import scalar
-    from .table import rule_for
+    from .table import lower_value
     cx = Ctx(target_kind)
     sources = list(graph.inputs.values()) + list(graph.params.values())
     params = [relax.Var(_var_name(n.attrs["name"]), relax.TensorType(cx.shape(n.type.shape), n.type.dtype.name))
@@ -104,12 +103,9 @@ def lower(graph: Graph, target_kind: str = "llvm") -> Lowered:
             for node in graph.nodes:
                 if id(node) in vals:
                     continue
-                if node.op == "constant":
-                    vals[id(node)] = scalar(node.attrs["value"], node.type.dtype.name)
-                    continue
                 args = [vals[id(i)] for i in node.inputs]
                 try:
-                    vals[id(node)] = rule_for(node.op)(cx, node, *args)
+                    vals[id(node)] = lower_value(cx, node, args)
                 except GraphDSLError as e:
                     raise e.with_loc(node.loc) from None
                 except Exception as e:  # TVM's own errors, from type inference or TE

@@ -25,6 +25,14 @@ def rule_for(op: str):
                         hint="add a rule to backends/tvm/rules/ or a decompose= to the op's defop")
 
 
+def lower_value(cx, node, args):
+    """One node's Relax value: a constant inline, every other op through its rule."""
+    if node.op == "constant":
+        from .rules._util import scalar
+        return scalar(node.attrs["value"], node.type.dtype.name)
+    return rule_for(node.op)(cx, node, *args)
+
+
 def _via_decomposition(cx, node, *args):
     """Trace the op's decomposition on the node's input types, then lower the nodes it produced."""
     import graphdsl
@@ -40,17 +48,13 @@ def _via_decomposition(cx, node, *args):
                                 op=node.op)
         return out
 
-    from .rules._util import scalar
     sub = graphdsl.trace(body, name=node.op, **{n: i.type for n, i in zip(names, node.inputs)})
     vals = {id(sub.inputs[n]): a for n, a in zip(names, args)}
     for inner in sub.nodes:
         if id(inner) in vals:
             continue
-        if inner.op == "constant":
-            vals[id(inner)] = scalar(inner.attrs["value"], inner.type.dtype.name)
-            continue
         cx.vals.update(vals)  # rules may look up earlier values (cx.value)
-        vals[id(inner)] = rule_for(inner.op)(cx, inner, *[vals[id(i)] for i in inner.inputs])
+        vals[id(inner)] = lower_value(cx, inner, [vals[id(i)] for i in inner.inputs])
     for key in vals:  # the inner nodes die with ``sub``, and Python may reuse their ids
         cx.vals.pop(key, None)
     return vals[id(sub.outputs["out"])]
