@@ -7,10 +7,17 @@ the fused path off in backends/tvm/rules/attention.py) and timed in alternating 
 
     .venv/bin/python benchmarks/tvm_attention.py [--reps 30] [--causal]
     .venv/bin/python benchmarks/tvm_attention.py --encoder [--reps 15]
+    .venv/bin/python benchmarks/tvm_attention.py --backward [--reps 30] [--causal]
 
 ``--encoder`` times the BERT-mini encoder forward of benchmarks/tvm_bert.py (batch 8, seq 128,
 symbolic dims) with its attention core written as the ``attention`` op (as the fusion pass will
 produce it; the encoder itself writes matmul + softmax), fused kernel vs previous lowering.
+
+``--backward`` times the gradients of the same attention w.r.t. q, k and v (three
+``attention_grad`` nodes, as graphdsl.grad makes them), symbolic and static dims: the fused
+backward kernel (kernels/attention_grad.py; one call for the three) vs the decomposition
+lowering (softmax + matmuls per gradient), by turning the fused path off in
+backends/tvm/rules/attention_grad.py.
 """
 from __future__ import annotations
 
@@ -27,8 +34,9 @@ from pathlib import Path
 import backends
 import graphdsl as gd
 from backends.tvm.rules import attention as rule
+from backends.tvm.rules import attention_grad as grad_rule
 from graphdsl.nn.attention import MultiHeadAttention
-from graphdsl.ops.attention import attention
+from graphdsl.ops.attention import attention, attention_grad
 
 B, H, S, D = 8, 4, 128, 64
 
@@ -38,6 +46,16 @@ def _graph(static: bool, causal: bool):
     qkv = f"f32[{b},{H},{s},{D}]"
     return gd.trace(lambda q, k, v, bias: attention(q, k, v, bias, scale=D ** -0.5, causal=causal),
                     q=qkv, k=qkv, v=qkv, bias=f"f32[{b},1,1,{s}]")
+
+
+def _grad_graph(static: bool, causal: bool):
+    """The gradients of _graph's attention w.r.t. q, k and v, given the output cotangent g."""
+    b, s = (str(B), str(S)) if static else ("batch", "seq")
+    qkv = f"f32[{b},{H},{s},{D}]"
+
+    def grads(q, k, v, bias, g):
+        return {w: attention_grad(q, k, v, bias, g, wrt=w, scale=D ** -0.5, causal=causal) for w in "qkv"}
+    return gd.trace(grads, q=qkv, k=qkv, v=qkv, bias=f"f32[{b},1,1,{s}]", g=qkv)
 
 
 def _timed(exe, feed, calls: int) -> list[float]:
@@ -69,20 +87,22 @@ def encoder(reps: int) -> None:
     _compare(graph, feed, reps, "BERT-mini encoder forward [8x128] (symbolic dims), attention op")
 
 
-def _compare(graph, feed, reps: int, what: str) -> None:
-    want = next(iter(backends.compile(graph, "numpy")(feed).values()))
+def _compare(graph, feed, reps: int, what: str, off=rule, baseline: str = "previous") -> None:
+    """Time ``graph`` fused against ``baseline``: the build with ``off``'s fused path turned off."""
+    want = backends.compile(graph, "numpy")(feed)
     fused = backends.compile(graph, "llvm", cache=False)
-    with mock.patch.object(rule, "_fusable", lambda cx, node: False):
+    with mock.patch.object(off, "_fusable", lambda *args: False):
         before = backends.compile(graph, "llvm", cache=False)
-    for name, exe in (("fused", fused), ("previous", before)):
-        err = float(np.abs(next(iter(exe(feed).values())) - want).max())
+    for name, exe in (("fused", fused), (baseline, before)):
+        got = exe(feed)
+        err = max(float(np.abs(got[n] - want[n]).max()) for n in want)
         print(f"{name}: max abs diff vs numpy {err:.1e}")
-    times = {"fused": [], "previous": []}
+    times = {"fused": [], baseline: []}
     for _ in range(3):
-        for name, exe in (("fused", fused), ("previous", before)):
+        for name, exe in (("fused", fused), (baseline, before)):
             times[name] += _timed(exe, feed, max(reps // 3, 1))
-    f, p = (1e3 * statistics.median(times[n]) for n in ("fused", "previous"))
-    print(f"{what}: fused {f:.2f} ms, previous {p:.2f} ms, previous/fused {p / f:.2f}x")
+    f, p = (1e3 * statistics.median(times[n]) for n in ("fused", baseline))
+    print(f"{what}: fused {f:.2f} ms, {baseline} {p:.2f} ms, {baseline}/fused {p / f:.2f}x")
 
 
 def main():
@@ -90,6 +110,7 @@ def main():
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--causal", action="store_true")
     parser.add_argument("--encoder", action="store_true", help="the BERT-mini encoder forward instead")
+    parser.add_argument("--backward", action="store_true", help="the gradients w.r.t. q, k, v instead")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     feed = {n: rng.standard_normal((B, H, S, D)).astype(np.float32) for n in "qkv"}
@@ -98,10 +119,16 @@ def main():
     if args.encoder:
         encoder(args.reps)
         return
+    if args.backward:
+        feed["g"] = rng.standard_normal((B, H, S, D)).astype(np.float32)   # the output's cotangent
+    what = f"[{B},{H},{S},{D}] + padding bias{' causal' if args.causal else ''}"
     for static in (False, True):
         dims = "static" if static else "symbolic"
-        _compare(_graph(static, args.causal), feed, args.reps,
-                 f"attention [{B},{H},{S},{D}] + padding bias{' causal' if args.causal else ''} ({dims} dims)")
+        if args.backward:
+            _compare(_grad_graph(static, args.causal), feed, args.reps,
+                     f"attention grads w.r.t. q, k, v {what} ({dims} dims)", grad_rule, "decomposition")
+        else:
+            _compare(_graph(static, args.causal), feed, args.reps, f"attention {what} ({dims} dims)")
 
 
 if __name__ == "__main__":

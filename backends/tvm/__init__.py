@@ -5,7 +5,9 @@ imported only when this package is (when a TVM target is first compiled for).
 
 Options: ``num_cores`` (llvm: threads the kernels are built for; default the usable cores),
 ``arch`` (cuda: default sm_90), ``cache`` (default True: reuse a module compiled before for the
-same graph, target and library versions, from this process or from disk; see cache.py).
+same graph, target and library versions, from this process or from disk; see cache.py),
+``gpu_kernels_on_cpu`` (llvm, default False: build the GPU's own attention kernels in their
+emulated CPU form, to check their numbers on a machine without a GPU; slow, for tests).
 """
 from __future__ import annotations
 
@@ -24,25 +26,28 @@ def compile_for(kind: str, graph: Graph, *, cache: bool = True, **options):
     """Compile for ``kind`` ("llvm" or "cuda"), through the compile cache unless ``cache=False``."""
     from . import cache as _cache
     target_options = {k: options.pop(k) for k in ("num_cores", "arch") if k in options}
-    if options:
-        raise TargetError(f"unknown option(s) for the {kind} target: {sorted(options)}",
-                          hint="the TVM targets take num_cores (llvm), arch (cuda) and cache")
+    emulate = bool(options.pop("gpu_kernels_on_cpu", False))
+    if options or (emulate and kind != "llvm"):
+        unknown = sorted(options) or ["gpu_kernels_on_cpu"]
+        raise TargetError(f"unknown option(s) for the {kind} target: {unknown}",
+                          hint="the TVM targets take num_cores (llvm), arch (cuda), cache, and "
+                               "gpu_kernels_on_cpu (llvm)")
     arch = target_options.get("arch")
     target = make_target(kind, **target_options)
-    k = _cache.key(graph, target) if cache else None
+    k = _cache.key(graph, target, gpu_kernels_on_cpu=emulate) if cache else None
     exe = _cache.lookup(k, graph) if cache else None
     if exe is None:
-        exe = _build(kind, graph, target, arch)
+        exe = _build(kind, graph, target, arch, emulate)
         _cache.STATS["compiles"] += 1
         if cache:
             exe = _cache.store(k, exe)
     return exe
 
 
-def _build(kind: str, graph: Graph, target, arch):
+def _build(kind: str, graph: Graph, target, arch, emulate: bool = False):
     from .build import build
     from .lower import lower
-    lowered = lower(graph, kind)
+    lowered = lower(graph, kind, gpu_kernels_on_cpu=emulate)
     vm_exec = build(lowered.mod, target)
     common = dict(target=kind, tvm_target=str(target), range_checks=lowered.range_checks,
                   slice_checks=lowered.slice_checks)

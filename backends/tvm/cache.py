@@ -28,8 +28,9 @@ def cache_dir() -> Path:
     return Path(root) / "tvm"
 
 
-def key(graph: Graph, target) -> str:
-    doc = {"graph": graph.to_json(), "target": str(target), "versions": versions()}
+def key(graph: Graph, target, **options) -> str:
+    doc = {"graph": graph.to_json(), "target": str(target), "versions": versions(),
+           **{k: v for k, v in options.items() if v}}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 
 

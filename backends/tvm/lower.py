@@ -34,9 +34,11 @@ class Lowered:
 class Ctx:
     """What a lowering rule sees: the block builder, dims as TIR expressions, and helpers."""
 
-    def __init__(self, target_kind: str):
+    def __init__(self, target_kind: str, gpu_kernels_on_cpu: bool = False):
         self.bb = relax.BlockBuilder()
         self.target_kind = target_kind
+        self.gpu_kernels_on_cpu = gpu_kernels_on_cpu   # llvm: GPU kernels in their emulated form
+        self.memo: dict = {}                           # values rules share between nodes
         self.symbols: dict[str, tirx.Var] = {}
         self.checks: list[tuple[relax.Expr, RangeCheck]] = []
         self.slice_checks: list[SliceCheck] = []
@@ -88,10 +90,13 @@ class Ctx:
         self.checks.append((lo_hi, check))
 
 
-def lower(graph: Graph, target_kind: str = "llvm") -> Lowered:
-    """Lower ``graph`` to a Relax module whose ``main`` follows the executable's calling convention."""
+def lower(graph: Graph, target_kind: str = "llvm", *, gpu_kernels_on_cpu: bool = False) -> Lowered:
+    """Lower ``graph`` to a Relax module whose ``main`` follows the executable's calling convention.
+
+    ``gpu_kernels_on_cpu`` (llvm only): lower with the GPU's own kernels (kernels/flash.py) in their
+    emulated CPU form, so that their numbers can be checked on a machine without a GPU."""
     from .table import lower_value
-    cx = Ctx(target_kind)
+    cx = Ctx(target_kind, gpu_kernels_on_cpu)
     sources = list(graph.inputs.values()) + list(graph.params.values())
     params = [relax.Var(_var_name(n.attrs["name"]), relax.TensorType(cx.shape(n.type.shape), n.type.dtype.name))
               for n in sources]

@@ -9,9 +9,10 @@ from __future__ import annotations
 from graphdsl.errors import LoweringError
 from graphdsl.registry import get
 
-from .rules import attention, elementwise, losses, nn, tensor
+from .rules import attention, attention_grad, elementwise, losses, nn, tensor
 
-TABLE: dict = {**elementwise.RULES, **tensor.RULES, **nn.RULES, **attention.RULES, **losses.RULES}
+TABLE: dict = {**elementwise.RULES, **tensor.RULES, **nn.RULES, **attention.RULES, **attention_grad.RULES,
+               **losses.RULES}
 
 
 def rule_for(op: str):

@@ -5,7 +5,9 @@
     graphdsl compare bert-tiny --targets numpy,llvm --train --json    # errors and latency per target
 
 ``model_case`` builds the graph and the inputs both commands (and the tests) use: the model's
-inference graph, or with ``train`` one whole AdamW training step, on a batch of its built-in task.
+inference graph, or with ``train`` one whole AdamW training step, on a batch of its built-in task,
+after the graph passes of ``opt_level`` (default 2: attention, norms and activations fused, so the
+targets' fused kernels are what runs; 0 compiles the model as traced).
 """
 from __future__ import annotations
 
@@ -17,10 +19,13 @@ import numpy as np
 from .zoo import zoo_graph
 
 
-def model_case(name: str, *, train: bool = False, batch_size: int = 2, seed: int = 0):
+def model_case(name: str, *, train: bool = False, batch_size: int = 2, seed: int = 0, opt_level: int = 2):
     """(graph, inputs) for zoo model ``name``: forward (eval mode) or one AdamW training step."""
+    import passes
     from graphdsl.optim import AdamW, make_train_step, zero_state
     spec, model, graph = zoo_graph(name, "loss" if train else "forward")
+    if opt_level:
+        graph = passes.optimize(graph, opt_level)
     params = model.init(seed=seed)
     batch = spec.example_batch(batch_size, seed)
     if train:
@@ -56,12 +61,14 @@ def _forward_inputs(graph, batch: dict) -> dict:
               help="Directory for the compiled module, its graph and parameter layout.")
 @click.option("--train", is_flag=True, help="Compile one training step instead of the forward pass.")
 @click.option("--emit-source", type=click.Path(dir_okay=False), help="Also write the CUDA source here (cuda).")
-def compile_command(model: str, target: str, out_dir: str, train: bool, emit_source: str | None):
+@click.option("-O", "--opt-level", type=click.IntRange(0, 2), default=2, show_default=True,
+              help="Graph passes before compiling (0: the model as traced).")
+def compile_command(model: str, target: str, out_dir: str, train: bool, emit_source: str | None, opt_level: int):
     """Compile a zoo MODEL for llvm or cuda into a directory that loads without recompiling."""
     import backends
     if emit_source and target != "cuda":
         raise click.UsageError("--emit-source writes CUDA source: use it with --target cuda")
-    graph, _ = model_case(model, train=train)
+    graph, _ = model_case(model, train=train, opt_level=opt_level)
     exe = backends.compile(graph, target)
     path = exe.save(out_dir)
     click.echo(f"{graph.name}: {len(graph.nodes)} nodes, {len(graph.params)} parameters -> {path} ({target})")
@@ -80,12 +87,15 @@ def compile_command(model: str, target: str, out_dir: str, train: bool, emit_sou
 @click.option("--batch", "batch_size", default=2, show_default=True)
 @click.option("--repeat", default=5, show_default=True, help="Timed calls per target (median reported).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report.")
-def compare_command(model: str, targets: str, train: bool, batch_size: int, repeat: int, as_json: bool):
+@click.option("-O", "--opt-level", type=click.IntRange(0, 2), default=2, show_default=True,
+              help="Graph passes before compiling (0: the model as traced).")
+def compare_command(model: str, targets: str, train: bool, batch_size: int, repeat: int, as_json: bool,
+                    opt_level: int):
     """Run a zoo MODEL on several targets; exit 1 when any disagrees with the reference."""
     import backends
     names = [t.strip() for t in targets.split(",") if t.strip()]
     reference = "numpy" if "numpy" in names else names[0]
-    graph, inputs = model_case(model, train=train, batch_size=batch_size)
+    graph, inputs = model_case(model, train=train, batch_size=batch_size, opt_level=opt_level)
     report = backends.compare(graph, names, inputs, reference=reference, repeat=repeat)
     report["model"] = model
     if as_json:

@@ -8,7 +8,8 @@ give zeros) and our dropout kernel drawing the reference's mask over the full [.
 On llvm without dropout, when q, k and v share their leading axes and the head dims are
 static, the op is instead one fused kernel (kernels/attention.py) that never stores the
 probabilities in main memory, scheduled here and marked opaque so fusion leaves it whole and the
-schedule pass leaves it as it is.
+schedule pass leaves it as it is. On cuda (and on llvm with ``gpu_kernels_on_cpu``) the op is
+our FlashAttention kernel instead (rules/flash.py).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from graphdsl.types import broadcast_shapes
 from ..kernels import random as RNG
 from ..kernels.attention import RULE, causal_mask, fused_attention, schedule_fused_attention
 from ..schedule import RULE_ATTR, RULE_ERRORS
+from . import flash
 from ._util import acc_dtype, cast, scalar
 from .nn import safe_softmax
 
@@ -50,6 +52,8 @@ def _fused(cx, node, q, k, v, *bias):
 
 def _attention(cx, node, q, k, v, *rest):
     a = node.attrs
+    if flash.applies(cx, node):
+        return flash.attention(cx, node, q, k, v, *rest)
     if _fusable(cx, node):
         return _fused(cx, node, q, k, v, *rest[:1] if a["has_bias"] else ())
     bias = rest[0] if a["has_bias"] else None

@@ -1,0 +1,290 @@
+"""The fused CPU attention backward: one TE kernel for the gradients w.r.t. q, k and v.
+
+``fused_attention_grad`` walks each head's query rows in blocks of RB and, per block, recomputes
+in block-local buffers (key axis padded to whole tiles) what the backward needs:
+
+    s = scale * q k^T + bias (masked)     p = softmax rows      dp = g v^T
+    delta = rowsum(p * dp)                ds = scale * p * (dp - delta)
+
+then adds the block's share to each gradient asked for: its rows of dq = ds @ k, and, summed over
+the blocks, dk = ds^T @ q and dv = p^T @ g. The [.., Sq, Sk] probabilities never reach main
+memory, and as a row block sees the whole key axis nothing is computed twice: no statistics
+pass (the GPU's FlashAttention backward needs one, its key blocks running in parallel). A head's
+blocks run in order on one thread, so dk and dv accumulate in per-head buffers. Fully masked
+rows contribute nothing. The three gradients share all this work, so one call computes the ones
+the graph wants (five [Sq, Sk, D] products for all three, against eight in the decomposition).
+``schedule_fused_attention_grad`` gives it its CPU schedule: the outermost batch axis in
+parallel, register tiles for the products, vectorized row reductions.
+"""
+from __future__ import annotations
+
+from tvm import s_tir, te, tirx, topi
+
+from .attention import PAD, RB, _is_one, _padded
+
+RULE = "fused_attention_grad"   # the schedule-rule name the kernel records (see build.schedule_report)
+WRT = ("q", "k", "v")
+KEYS = 2 * PAD   # the key axis of block-local buffers is padded to whole tiles of scores (two vectors)
+RT = 4         # rows of dq (keys of dk, dv) in a register tile
+ROW_SUMS = ("row_max", "row_sum", "e_dot_dp")   # the reductions over a row's keys
+
+
+def fused_attention_grad(q: te.Tensor, k: te.Tensor, v: te.Tensor, *rest: te.Tensor, wrt: tuple,
+                         scale: float, causal: bool, acc: str, out_dtype: str) -> list[te.Tensor]:
+    """q [*L, Sq, D], k [*L, Sk, D], v [*L, Sk, Dv], [bias broadcasting to [*L, Sq, Sk]], g
+    [*L, Sq, Dv] -> the gradients named in ``wrt`` (a subset of q, k, v, in that order), computed
+    in ``acc``, stored in ``out_dtype``."""
+    *bias, g = rest
+    *lead, sq, d = q.shape
+    sk = k.shape[-2]
+    blocks = _ceil_div(sq, RB)
+    skp, sqp = _padded(sk, KEYS), blocks * RB
+    zero, neg_inf = tirx.const(0, acc), tirx.const(float("-inf"), acc)
+    head = len(lead)
+
+    def transposed(x, n, name):
+        """x [*L, n, c] -> [*L, c, n padded] in acc, zeros in the padding (one per head)."""
+        return te.compute([*lead, x.shape[-1], skp], lambda *i: tirx.Select(
+            i[-1] < n, x(*i[:-2], tirx.min(i[-1], n - 1), i[-2]).astype(acc), zero), name=name)
+
+    def rows_times(a, b_t, name):
+        """a's rows (clamped into range) times b_t: [*L, Sq padded, Sk padded]."""
+        c = te.reduce_axis((0, a.shape[-1]), name="c")
+        return te.compute([*lead, sqp, skp], lambda *i: te.sum(
+            a(*i[:-2], tirx.min(i[-2], sq - 1), c).astype(acc) * b_t(*i[:-2], c, i[-1]), axis=c), name=name)
+
+    def bias_at(*i):
+        b = bias[0]
+        lead_b = b.shape[:-2]   # right-aligned with the batch axes
+        idx = [0 if _is_one(size) else i[head - len(lead_b) + ax] for ax, size in enumerate(lead_b)]
+        row = 0 if _is_one(b.shape[-2]) else tirx.min(i[-2], sq - 1)
+        col = 0 if _is_one(b.shape[-1]) else tirx.min(i[-1], sk - 1)
+        return b(*idx, row, col).astype(acc)
+
+    def hidden(i, j):
+        out = tirx.Or(j >= sk, i >= sq)   # the padding: rows beyond Sq get p = 0 and ds = 0
+        if causal:
+            out = tirx.Or(out, j.astype("int64") > i.astype("int64") + (sk - sq))
+        return out
+
+    # Row by row (rows padded to whole blocks, keys to whole tiles): scores, softmax, dp.
+    qk = rows_times(q, transposed(k, sk, "k_packed"), "qk")
+    score = te.compute([*lead, sqp, skp], lambda *i: tirx.Select(
+        hidden(i[-2], i[-1]), neg_inf, qk(*i) * tirx.const(scale, acc) + (bias_at(*i) if bias else zero)),
+        name="score")
+    j_max = te.reduce_axis((0, skp), name="jm")
+    # te.max starts from the lowest finite value: a fully masked row gets a finite max, and its
+    # exponentials exp(-inf - max) are zeros.
+    row_max = te.compute([*lead, sqp], lambda *i: te.max(score(*i, j_max), axis=j_max), name="row_max")
+    shifted = te.compute(score.shape, lambda *i: score(*i) - row_max(*i[:-1]), name="shifted")
+    # float32 exp as TVM's vectorizable polynomial (fast_math.py says why), inlined into expo.
+    exp = topi.fast_exp(shifted) if acc == "float32" else te.compute(
+        shifted.shape, lambda *i: tirx.exp(shifted(*i)), name="exact_exp")
+    expo = te.compute(score.shape, lambda *i: exp(*i), name="expo")
+    j_sum = te.reduce_axis((0, skp), name="js")
+    row_sum = te.compute([*lead, sqp], lambda *i: te.sum(expo(*i, j_sum), axis=j_sum), name="row_sum")
+    inv_sum = te.compute([*lead, sqp], lambda *i: tirx.Select(
+        row_sum(*i) > zero, tirx.const(1, acc) / row_sum(*i), zero), name="inv_sum")
+    need_ds = "q" in wrt or "k" in wrt
+    if need_ds:
+        dp = rows_times(g, transposed(v, sk, "v_packed"), "dp")
+        j_dot = te.reduce_axis((0, skp), name="jd")
+        e_dot_dp = te.compute([*lead, sqp], lambda *i: te.sum(expo(*i, j_dot) * dp(*i, j_dot), axis=j_dot),
+                              name="e_dot_dp")   # delta = rowsum(p * dp) = inv_sum * e_dot_dp
+
+    # Block by block ([*L, blocks, RB, Sk padded]: what a row block's gradients read): p and ds.
+    def row(*i):   # [*L, block, r, j] -> [*L, row]
+        return (*i[:-3], i[-3] * RB + i[-2])
+
+    p = te.compute([*lead, blocks, RB, skp], lambda *i: expo(*row(*i), i[-1]) * inv_sum(*row(*i)), name="p")
+    if need_ds:
+        ds = te.compute(p.shape, lambda *i: p(*i) * tirx.const(scale, acc) * (
+            dp(*row(*i), i[-1]) - e_dot_dp(*row(*i)) * inv_sum(*row(*i))), name="ds")
+
+    outs = []
+    if "q" in wrt:
+        j = te.reduce_axis((0, skp), name="jq")   # ds is zero on the padding
+        dq = te.compute([*lead, sqp, d], lambda *i: te.sum(
+            ds(*i[:-2], tirx.floordiv(i[-2], RB), tirx.floormod(i[-2], RB), j)
+            * k(*i[:-2], tirx.min(j, sk - 1), i[-1]).astype(acc), axis=j), name="dq_acc")
+        outs.append(_stored(dq, [*lead, sq, d], out_dtype, name="dq"))
+    for name in ("k", "v"):
+        if name in wrt:
+            weights, rows = (ds, q) if name == "k" else (p, g)
+            grad = _summed_over_rows(weights, rows, sq, acc, name=f"d{name}_acc")
+            outs.append(_stored(grad, [*lead, sk, rows.shape[-1]], out_dtype, name=f"d{name}"))
+    return outs
+
+
+def _stored(x, shape, dtype, name):
+    """The first rows of ``x`` (shape), in ``dtype``."""
+    return te.compute(shape, lambda *i: x(*i).astype(dtype), name=name)
+
+
+def _ceil_div(n, m: int):
+    if isinstance(n, (int, tirx.IntImm)):
+        return (int(n) + m - 1) // m
+    return tirx.floordiv(n + (m - 1), m)
+
+
+def _summed_over_rows(w, rows, sq, acc, name):
+    """The sum over the query rows i of w[i, j] * rows[i, c]: [*L, Sk padded, C] (dk from ds and q,
+    dv from p and g; w [*L, blocks, RB, Sk padded] is zero on the padding), in two steps: each
+    block's share (``<name>_block``), then the sum of the shares."""
+    *lead, blocks, _, skp = w.shape
+    r = te.reduce_axis((0, RB), name="r")
+    share = te.compute([*lead, blocks, skp, rows.shape[-1]], lambda *i: te.sum(
+        w(*i[:-2], r, i[-2]) * rows(*i[:-3], tirx.min(i[-3] * RB + r, sq - 1), i[-1]).astype(acc), axis=r),
+        name=f"{name}_block")
+    b = te.reduce_axis((0, blocks), name="b")
+    return te.compute([*lead, skp, rows.shape[-1]], lambda *i: te.sum(share(*i[:-2], b, *i[-2:]), axis=b),
+                      name=name)
+
+
+def schedule_fused_attention_grad(func: tirx.PrimFunc, lanes: int = PAD) -> tirx.PrimFunc:
+    """The CPU schedule: parallel over the outermost batch axis; each row block's stages computed
+    in block-local buffers at one loop; register tiles for the five products."""
+    sch = s_tir.Schedule(func)
+    for name in ("shifted", "T_fast_exp", "exact_exp"):   # into expo
+        if _has_block(sch, name):
+            sch.compute_inline(sch.get_sblock(name))
+    for name in ROW_SUMS:   # first: rfactor wants the block's own loop nest
+        if _has_block(sch, name):
+            _rfactor(sch, name, lanes)
+    # p, ds and dq (those the graph needs) anchor a row block: their block loops merged into one,
+    # with every stage of the block computed there, and the shares of dk and dv after them.
+    loops = [sch.get_loops(sch.get_sblock(n))[-3] for n in ("p", "ds") if _has_block(sch, n)]
+    if _has_block(sch, "dq"):
+        *_, rows, c = sch.get_loops(sch.get_sblock("dq"))
+        dq_block, dq_rows = sch.split(rows, factors=[None, RB])
+        loops.append(dq_block)
+    blk = sch.merge(*loops) if len(loops) > 1 else loops[0]
+    lead = sch.get_loops(sch.get_sblock("p"))[:-4]
+    sch.parallel(lead[0])   # never fused: fusing symbolic extents breaks affinity
+    for name in ("e_dot_dp", "e_dot_dp_rf", "dp", "inv_sum", "row_sum", "row_sum_rf", "expo", "row_max",
+                 "row_max_rf", "score", "qk"):
+        if _has_block(sch, name):
+            sch.compute_at(sch.get_sblock(name), blk, preserve_unit_loops=True)
+    for name in ("dk_acc_block", "dk_acc", "dv_acc_block", "dv_acc"):
+        if _has_block(sch, name):
+            sch.reverse_compute_at(sch.get_sblock(name), blk)
+    # Once per head (the innermost batch axis): k and v packed transposed before its row blocks,
+    # dk and dv stored after them.
+    for name in ("k_packed", "v_packed"):
+        if _has_block(sch, name):
+            sch.compute_at(sch.get_sblock(name), lead[-1])
+    for name in ("dk", "dv"):
+        if _has_block(sch, name):
+            sch.reverse_compute_at(sch.get_sblock(name), lead[-1])
+
+    _scores_tile(sch, "score", "qk", lanes)   # the scores' epilogue (scale, bias, mask) on the tile
+    if _has_block(sch, "dp"):
+        store = sch.cache_write(sch.get_sblock("dp"), 0, "local")
+        _scores_tile(sch, sch.get(store).name_hint, "dp", lanes)
+    for name in ("expo", "p", "ds", "k_packed", "v_packed", "dk", "dv"):
+        if _has_block(sch, name):
+            _vectorize(sch, sch.get_loops(sch.get_sblock(name))[-1], lanes)
+    for name in ROW_SUMS:
+        if _has_block(sch, name):
+            _vectorize_rf(sch, name, lanes)
+    if _has_block(sch, "dq"):
+        _dq_tile(sch, dq_rows, c, lanes)
+    for name in ("dk_acc", "dv_acc"):
+        if _has_block(sch, name):
+            _summed_tile(sch, name, blk, lanes)
+    return sch.mod["main"]
+
+
+def _scores_tile(sch, epilogue: str, main: str, lanes: int) -> None:
+    """``main`` (a [RB, Sk] product reduced over the head dim) in tiles of RB rows x KEYS keys
+    accumulated in registers, stored through ``epilogue``."""
+    block = sch.get_sblock(epilogue)
+    *_, i, j = sch.get_loops(block)
+    j0, j1 = sch.split(j, factors=[None, KEYS])
+    sch.reorder(j0, i, j1)
+    _vectorize(sch, j1, lanes)
+    prod = sch.get_sblock(main)
+    sch.set_scope(prod, 0, "local")
+    sch.compute_at(prod, j0)
+    *_, pi, pj, pc = sch.get_loops(prod)
+    sch.reorder(pc, pi, pj)
+    _vectorize(sch, pj, lanes, unroll=True)
+    sch.unroll(pi)
+    init = sch.decompose_reduction(prod, pc)
+    _vectorize(sch, sch.get_loops(init)[-1], lanes)
+
+
+def _dq_tile(sch, rows, c, lanes: int) -> None:
+    """dq: a block's rows in register tiles of RT rows x the head dim, accumulated over the keys."""
+    r0, _ = sch.split(rows, factors=[None, RT])
+    _vectorize(sch, c, lanes)
+    block = sch.get_sblock("dq_acc")
+    sch.set_scope(block, 0, "local")
+    sch.compute_at(block, r0)
+    *_, r, c, j = sch.get_loops(block)
+    sch.reorder(j, r, c)
+    _vectorize(sch, c, lanes, unroll=True)
+    sch.unroll(r)
+    init = sch.decompose_reduction(block, j)
+    _vectorize(sch, sch.get_loops(init)[-1], lanes)
+
+
+def _summed_tile(sch, name: str, blk, lanes: int) -> None:
+    """dk, dv: each row block's share in register tiles of RT keys x the head dim, added to the
+    head's sums (zeroed once per head, before its row blocks)."""
+    block = sch.get_sblock(name)
+    *_, j, c = sch.get_loops(block)
+    j0, _ = sch.split(j, factors=[None, RT])
+    _vectorize(sch, c, lanes)   # before decompose_reduction: TVM checks a vectorized block is a whole reduction
+    sch.decompose_reduction(block, blk)
+    share = sch.get_sblock(name + "_block")
+    sch.set_scope(share, 0, "local")
+    sch.compute_at(share, j0)
+    *_, sj, sc, r = sch.get_loops(share)
+    sch.reorder(r, sj, sc)
+    _vectorize(sch, sc, lanes, unroll=True)
+    sch.unroll(sj)
+    init = sch.decompose_reduction(share, r)
+    _vectorize(sch, sch.get_loops(init)[-1], lanes)
+
+
+def _rfactor(sch, name: str, lanes: int) -> None:
+    """Split a row reduction over the padded keys into one vector of partial results per row
+    (block ``<name>_rf``), then a reduction of its lanes: LLVM does not vectorize a float
+    reduction (it may not reassociate)."""
+    block = sch.get_sblock(name)
+    _, j1 = sch.split(sch.get_loops(block)[-1], factors=[None, lanes])
+    sch.rfactor(j1, factor_axis=len(sch.get(block).iter_vars) - 1)
+
+
+def _vectorize_rf(sch, name: str, lanes: int) -> None:
+    """The partial results of ``name`` (see _rfactor): a vector per row, accumulated over the keys."""
+    rf = sch.get_sblock(name + "_rf")
+    *_, lane, row, j = sch.get_loops(rf)
+    sch.reorder(row, j, lane)
+    sch.vectorize(lane)
+    init = sch.decompose_reduction(rf, j)
+    sch.vectorize(sch.get_loops(init)[-1])
+
+
+def _vectorize(sch, loop, lanes: int, unroll: bool = False) -> None:
+    """Vectorize ``loop`` in vectors of ``lanes`` (unrolling the loop over the vectors when asked)
+    when its extent is a static multiple of them or at most one vector; else leave it scalar."""
+    ext = sch.get(loop).extent
+    if not isinstance(ext, (tirx.IntImm, int)):
+        sch.vectorize(sch.split(loop, factors=[None, lanes])[1])
+    elif int(ext) <= lanes:
+        sch.vectorize(loop)
+    elif int(ext) % lanes == 0:
+        outer, inner = sch.split(loop, factors=[None, lanes])
+        sch.vectorize(inner)
+        if unroll:
+            sch.unroll(outer)
+
+
+def _has_block(sch, name: str) -> bool:
+    try:
+        sch.get_sblock(name)
+        return True
+    except Exception:  # s_tir raises its own error type for a missing block
+        return False

@@ -1,0 +1,77 @@
+"""The attention op and its gradients on the GPU: our FlashAttention kernels (kernels/flash.py).
+
+``attention`` becomes one forward kernel. The ``attention_grad`` nodes of one attention (one per
+input: q, k, v) share their work: the first one emits the row statistics kernel (each query
+row's log-sum-exp and delta), the q node the dq kernel, and the k and v nodes one column kernel
+computing dk and dv together; later nodes reuse what an earlier one emitted (``cx.memo``).
+
+They apply on the cuda target, and on llvm when compiled with ``gpu_kernels_on_cpu=True`` (the
+kernels' emulated form, to check their numbers without a GPU), to dropout-free attention whose
+q, k, v share their leading axes and whose head dims are static and at most MAX_HEAD_DIM.
+Everything else (dropout, the bias gradient, broadcast heads) keeps the unfused lowering.
+"""
+from __future__ import annotations
+
+from tvm import relax
+
+from ..kernels import flash
+from ..schedule import RULE_ATTR
+from ._util import acc_dtype
+
+OPAQUE = 8   # TVM's kOpaque op pattern: FuseOps leaves the kernel whole
+
+
+def applies(cx, node) -> bool:
+    """Whether the flash kernels take this attention / attention_grad node."""
+    if not (cx.target_kind == "cuda" or cx.gpu_kernels_on_cpu):
+        return False
+    if node.op == "attention_grad" and node.attrs["wrt"] == "bias":
+        return False
+    qt, kt, vt = (n.type for n in node.inputs[:3])
+    heads = (qt.shape[-1], vt.shape[-1])
+    return (node.attrs["dropout_p"] == 0 and qt.rank >= 3 and qt.shape[:-2] == kt.shape[:-2] == vt.shape[:-2]
+            and all(isinstance(d, int) and 0 < d <= flash.MAX_HEAD_DIM for d in heads))
+
+
+def _kernel(cx, fn, *args, name: str, **kwargs):
+    """Emit a flash kernel and mark it scheduled: the schedule rules and FuseOps leave it alone."""
+    out = cx.te(fn, *args, name=name, emulate=cx.target_kind != "cuda", **kwargs)
+    gv = cx.bb.lookup_binding(out).args[0]
+    func = cx.bb.get()[gv]
+    cx.bb.update_func(gv, func.with_attr("tirx.is_scheduled", True).with_attr(RULE_ATTR, flash.RULE)
+                      .with_attr("op_pattern", OPAQUE))
+    return out
+
+
+def _common(node) -> dict:
+    a = node.attrs
+    return dict(scale=a["scale"], causal=a["causal"], acc=acc_dtype(node.inputs[0].type.dtype.name))
+
+
+def attention(cx, node, q, k, v, *rest):
+    bias = rest[:1] if node.attrs["has_bias"] else ()
+    return _kernel(cx, flash.forward, q, k, v, *bias, name="flash_attention",
+                   out_dtype=node.type.dtype.name, **_common(node))
+
+
+def attention_grad(cx, node, q, k, v, *rest):
+    """dq, dk or dv (attr wrt) through the shared statistics and gradient kernels."""
+    bias, g = rest[:-1][:1] if node.attrs["has_bias"] else (), rest[-1]
+    common = _common(node)
+    key = (id(q), id(k), id(v), id(g), *(id(b) for b in bias), tuple(sorted(common.items())))
+    stats = _memo(cx, ("stats", key), lambda: _kernel(
+        cx, flash.stats, q, k, v, g, *bias, name="flash_attention_stats", **common))
+    lse, delta = (_memo(cx, (f"stats.{i}", key), lambda i=i: cx.emit(relax.TupleGetItem(stats, i)))
+                  for i in range(2))
+    wrt = node.attrs["wrt"]
+    if wrt == "q":
+        return _kernel(cx, flash.grad_q, q, k, v, g, lse, delta, *bias, name="flash_attention_dq", **common)
+    dkv = _memo(cx, ("dkv", key), lambda: _kernel(
+        cx, flash.grad_kv, q, k, v, g, lse, delta, *bias, name="flash_attention_dkv", **common))
+    return cx.emit(relax.TupleGetItem(dkv, 0 if wrt == "k" else 1))
+
+
+def _memo(cx, key, make):
+    if key not in cx.memo:
+        cx.memo[key] = make()
+    return cx.memo[key]
