@@ -117,7 +117,6 @@ def _flash_kernels(graph, kind: str, **options) -> dict:
     from backends.tvm.lower import lower
     from backends.tvm.target import make_target
     report = schedule_report(lower(graph, kind, **options).mod, make_target(kind))
-    assert not any("softmax" in name for name in report), report
     names = [name.rstrip("0123456789") for name, rule in report.items() if rule == RULE]
     return {kind: names.count(kind) for kind in sorted(set(names))}
 
@@ -138,3 +137,35 @@ def test_flash_kernels_compile_to_ptx(graphs):
         assert f" {kernel}_kernel(" in source, kernel
     assert "__shared__" in source and "__syncthreads()" in source
     assert ".visible .entry flash_attention_dkv_kernel" in exe.ptx()
+
+
+@pytest.mark.parametrize("dtype,tol", [("f16", 2e-3), ("f64", 1e-10)])
+def test_other_float_dtypes(dtype, tol):
+    """f16 computes in f32 and stores f16; f64 computes in f64 (emulated, against NumPy)."""
+    def body(q, k, v, bias):
+        out = attention(q, k, v, bias, scale=SCALE, causal=True)
+        return {"out": out, "loss": gd.ops.sum(gd.ops.sin(out.astype("float64")))}
+    t = f"{dtype}[2,2,37,16]"
+    graph = gd.grad(gd.trace(body, q=t, k=t, v=t, bias=f"{dtype}[2,1,1,37]"), wrt=["q", "k", "v"])
+    assert _flash_kernels(graph, "llvm", gpu_kernels_on_cpu=True)["flash_attention_dkv"] == 1
+    rng = np.random.default_rng(3)
+    feed = {n: rng.standard_normal((2, 2, 37, 16)).astype(graph.inputs[n].type.dtype.np) for n in "qkv"}
+    feed["bias"] = np.where(np.arange(37) < 30, 0, -np.inf).astype(feed["q"].dtype)[None, None, None, :]
+    feed["bias"] = np.broadcast_to(feed["bias"], (2, 1, 1, 37)).copy()
+    got = backends.compile(graph, "llvm", gpu_kernels_on_cpu=True)(feed)
+    want = backends.compile(graph, "numpy")(feed)
+    for name in want:
+        assert got[name].dtype == want[name].dtype, name
+        np.testing.assert_allclose(got[name].astype(np.float64), want[name].astype(np.float64),
+                                   rtol=tol, atol=tol, err_msg=name)
+
+
+def test_tiles_too_big_for_shared_memory_keep_the_unfused_lowering():
+    """f64 tiles of 64-wide heads with a bias need more than a block's 48 KiB of static shared memory."""
+    def body(q, k, v, bias):
+        return {"out": attention(q, k, v, bias, scale=SCALE)}
+    t = "f64[2,2,16,64]"
+    graph = gd.trace(body, q=t, k=t, v=t, bias="f64[2,1,1,16]")
+    assert _flash_kernels(graph, "cuda") == {}
+    smaller = gd.trace(body, q="f64[2,2,16,32]", k="f64[2,2,16,32]", v="f64[2,2,16,32]", bias="f64[2,1,1,16]")
+    assert _flash_kernels(smaller, "cuda") == {"flash_attention": 1}

@@ -34,6 +34,14 @@ RULE = "flash_attention"   # the schedule-rule name the kernels record (see buil
 ROWS = 64                  # threads per block: query rows (row kernels) or keys (column kernel)
 TILE = 32                  # keys per tile (row kernels) or query rows per tile (column kernel)
 MAX_HEAD_DIM = 128         # head rows are held in registers; larger heads use the unfused lowering
+SHARED_LIMIT = 48 * 1024   # static shared memory a block may use without opting in to more
+
+
+def shared_bytes(d: int, dv: int, acc: str, bias: bool) -> int:
+    """The most shared memory any of the kernels takes for these head dims (tiles in ``acc``)."""
+    row = TILE * (d + dv) + (ROWS * (TILE + 1) if bias else 0)
+    column = TILE * (d + dv + 2) + (TILE * ROWS if bias else 0)
+    return (8 if acc == "float64" else 4) * max(row, column)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ computing dk and dv together; later nodes reuse what an earlier one emitted (``c
 
 They apply on the cuda target, and on llvm when compiled with ``gpu_kernels_on_cpu=True`` (the
 kernels' emulated form, to check their numbers without a GPU), to dropout-free attention whose
-q, k, v share their leading axes and whose head dims are static and at most MAX_HEAD_DIM.
+q, k, v share their leading axes and whose head dims are static, at most MAX_HEAD_DIM, and small
+enough for the tiles to fit a block's static shared memory (f64 tiles take twice the room).
 Everything else (dropout, the bias gradient, broadcast heads) keeps the unfused lowering.
 """
 from __future__ import annotations
@@ -28,9 +29,12 @@ def applies(cx, node) -> bool:
     if node.op == "attention_grad" and node.attrs["wrt"] == "bias":
         return False
     qt, kt, vt = (n.type for n in node.inputs[:3])
-    heads = (qt.shape[-1], vt.shape[-1])
-    return (node.attrs["dropout_p"] == 0 and qt.rank >= 3 and qt.shape[:-2] == kt.shape[:-2] == vt.shape[:-2]
-            and all(isinstance(d, int) and 0 < d <= flash.MAX_HEAD_DIM for d in heads))
+    d, dv = qt.shape[-1], vt.shape[-1]
+    if not (node.attrs["dropout_p"] == 0 and qt.rank >= 3 and qt.shape[:-2] == kt.shape[:-2] == vt.shape[:-2]
+            and all(isinstance(x, int) and 0 < x <= flash.MAX_HEAD_DIM for x in (d, dv))):
+        return False
+    acc = acc_dtype(qt.dtype.name)
+    return flash.shared_bytes(d, dv, acc, node.attrs["has_bias"]) <= flash.SHARED_LIMIT
 
 
 def _kernel(cx, fn, *args, name: str, **kwargs):
