@@ -169,3 +169,24 @@ def test_tiles_too_big_for_shared_memory_keep_the_unfused_lowering():
     assert _flash_kernels(graph, "cuda") == {}
     smaller = gd.trace(body, q="f64[2,2,16,32]", k="f64[2,2,16,32]", v="f64[2,2,16,32]", bias="f64[2,1,1,16]")
     assert _flash_kernels(smaller, "cuda") == {"flash_attention": 1}
+
+
+def test_dropout_draws_the_reference_mask():
+    """Dropout inside the kernels: the mask recomputed from each element's index and the seed is the
+    dropout op's, so outputs and gradients equal the NumPy reference's (which stores the mask)."""
+    def body(q, k, v, bias, seed):
+        out = attention(q, k, v, bias, seed, scale=SCALE, causal=True, dropout_p=0.25, salt=7)
+        return {"out": out, "loss": gd.ops.sum(gd.ops.sin(out))}
+    types = dict(q="f32[2,2,70,8]", k="f32[2,2,103,8]", v="f32[2,2,103,8]", bias="f32[2,1,1,103]", seed="i32[]")
+    graph = gd.grad(gd.trace(body, **types), wrt=["q", "k", "v"])
+    assert _flash_kernels(graph, "llvm", gpu_kernels_on_cpu=True)["flash_attention_dkv"] == 1
+    rng = np.random.default_rng(5)
+    feed = {n: rng.standard_normal([int(d) for d in t[4:-1].split(",")]).astype(np.float32)
+            for n, t in types.items() if n != "seed"}
+    feed["bias"][0, ..., 90:] = -np.inf
+    for seed in (1234, -5):
+        feed["seed"] = np.int32(seed)
+        got = backends.compile(graph, "llvm", gpu_kernels_on_cpu=True)(feed)
+        want = backends.compile(graph, "numpy")(feed)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=2e-5, err_msg=name)

@@ -1,9 +1,10 @@
 """FlashAttention-style GPU kernels for the attention op and its gradients, written as TIR.
 
-    forward   out_i = sum_j p_ij v_j,  p = softmax_j(scale * q_i . k_j + bias_ij), causal-masked
-    stats     lse_i = log sum_j exp(s_ij),  delta_i = sum_j p_ij (g_i . v_j)
-    dq        dq_i = scale * sum_j p_ij (g_i . v_j - delta_i) k_j
-    dk, dv    dk_j = scale * sum_i p_ij (g_i . v_j - delta_i) q_i,  dv_j = sum_i p_ij g_i
+    forward   out_i = sum_j pd_ij v_j,  p = softmax_j(scale * q_i . k_j + bias_ij), causal-masked,
+              pd = dropout(p) (= p without dropout), dp_ij = dropout(g_i . v_j) with pd's mask
+    stats     lse_i = log sum_j exp(s_ij),  delta_i = sum_j p_ij dp_ij
+    dq        dq_i = scale * sum_j p_ij (dp_ij - delta_i) k_j
+    dk, dv    dk_j = scale * sum_i p_ij (dp_ij - delta_i) q_i,  dv_j = sum_i pd_ij g_i
 
 A *row kernel* (forward, stats, dq) gives each thread one query row: its q (and g) row and its
 running state live in registers, and the block walks the keys in tiles of ``TILE``: all threads
@@ -12,7 +13,8 @@ against the tile and folds it into an online softmax (running max and sum; the a
 rescaled when the max grows). The *column kernel* (dk and dv together) swaps the roles: a thread
 per key, tiles of query rows (q, g, lse, delta) in shared memory. No kernel stores a [Sq, Sk]
 matrix anywhere; causal blocks skip the tiles hidden from all their rows; rows with no visible
-key give zeros (their lse is -inf and they add nothing to dk, dv).
+key give zeros (their lse is -inf and they add nothing to dk, dv). Dropout's mask is recomputed
+from each element's flat index and the seed, like the dropout op's, so it is never stored either.
 
 Each kernel is written once as SPMD statements over (block, thread) with ``_Spmd``, which
 generates one of two forms: for ``cuda`` a blockIdx/threadIdx launch with shared and register
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 from tvm import te, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
+
+from .random import kept
 
 RULE = "flash_attention"   # the schedule-rule name the kernels record (see build.schedule_report)
 ROWS = 64                  # threads per block: query rows (row kernels) or keys (column kernel)
@@ -51,6 +55,8 @@ class Attrs:
     scale: float
     causal: bool
     acc: str                # accumulation dtype: float32, or float64 for f64 inputs
+    dropout_p: float = 0.0  # dropout on the probabilities, the mask drawn like random.dropout's
+    salt: int = 0
     emulate: bool = False   # the CPU form of the kernels (see the module docstring)
 
 
@@ -141,7 +147,7 @@ class _Operands:
     def __init__(self, ins: dict, attrs: Attrs):
         q, k, v = ins["q"], ins["k"], ins["v"]
         self.ins, self.acc, self.scale = ins, attrs.acc, tirx.const(attrs.scale, attrs.acc)
-        self.causal = attrs.causal
+        self.causal, self.dropout_p, self.salt = attrs.causal, attrs.dropout_p, attrs.salt
         self.lead = [_i64(d) for d in q.shape[:-2]]
         self.sq, self.sk = _i64(q.shape[-2]), _i64(k.shape[-2])
         self.d, self.dv = int(q.shape[-1]), int(v.shape[-1])
@@ -186,6 +192,15 @@ class _Operands:
 
     def exp(self, x):
         return tirx.exp(x)
+
+    def dropped(self, x, l, i, j):
+        """x * keep_ij / (1 - p): dropout of element (l, i, j) of the [*L, Sq, Sk] probabilities,
+        its mask drawn from the element's flat index exactly as the dropout op draws it."""
+        if not self.dropout_p:
+            return x
+        flat = (l * self.sq + i) * self.sk + j
+        keep = kept(flat, self.ins["seed"][()], self.dropout_p, self.salt)
+        return tirx.Select(keep, x * tirx.const(1.0 / (1.0 - self.dropout_p), self.acc), self.zero)
 
 
 def _copy_rows(sp: _Spmd, ops: _Operands, dst, name: str, coords, first, count, n_rows: int, width: int):
@@ -284,7 +299,7 @@ def _row_kernel(ops: _Operands, a: Attrs, outs: dict, mode: str):
                 _copy_bias(sp, ops, b_s, coords, row0, col0, ROWS, TILE, pad=1)
             sp.sync()
             with sp.each_thread() as tx:
-                tile = _RowTile(sp, ops, tx, row0 + tx, col0, k_s, v_s, b_s, q_r, g_r, s_r, o_r, st)
+                tile = _RowTile(sp, ops, tx, l, row0 + tx, col0, k_s, v_s, b_s, q_r, g_r, s_r, o_r, st)
                 tile.dq() if mode == "dq" else tile.online_softmax(mode)
         with sp.each_thread() as tx:
             i = row0 + tx
@@ -300,6 +315,7 @@ class _RowTile:
     sp: _Spmd
     ops: _Operands
     tx: object
+    l: object
     i: object
     col0: object
     k_s: object
@@ -344,11 +360,12 @@ class _RowTile:
                     p = sp.scalar(ops.acc)
                     p[0] = ops.exp(s_r[tx, jt] - m_new[0])
                     st[tx, 1] = st[tx, 1] + p[0]
+                    pd = ops.dropped(p[0], self.l, self.i, self.col0 + jt)
                     if mode == "forward":
                         with sp.unrolled(ops.dv) as c:
-                            o_r[tx, c] = o_r[tx, c] + p[0] * self.v_s[jt, c]
+                            o_r[tx, c] = o_r[tx, c] + pd * self.v_s[jt, c]
                     else:
-                        st[tx, 2] = st[tx, 2] + p[0] * self.g_dot_v(jt)
+                        st[tx, 2] = st[tx, 2] + pd * self.g_dot_v(jt)
 
     def dq(self):
         """dq_i += scale * p_ij (g_i . v_j - delta_i) k_j over the tile (rows with lse -inf: none)."""
@@ -357,8 +374,8 @@ class _RowTile:
             with T.Then():
                 with T.serial(0, TILE) as jt:
                     ds = sp.scalar(ops.acc)
-                    ds[0] = (ops.exp(self.score(jt) - st[tx, 0]) * (self.g_dot_v(jt) - st[tx, 1])
-                             * ops.scale)
+                    dp = ops.dropped(self.g_dot_v(jt), self.l, self.i, self.col0 + jt)
+                    ds[0] = ops.exp(self.score(jt) - st[tx, 0]) * (dp - st[tx, 1]) * ops.scale
                     with sp.unrolled(ops.d) as c:
                         self.o_r[tx, c] = self.o_r[tx, c] + ds[0] * self.k_s[jt, c]
 
@@ -416,7 +433,7 @@ def _column_kernel(ops: _Operands, a: Attrs, outs: dict):
                 _copy_bias(sp, ops, b_s, coords, row0, col0, TILE, ROWS)
             sp.sync()
             with sp.each_thread() as tx:
-                _column_tile(sp, ops, tx, col0 + tx, row0, q_s, g_s, lse_s, delta_s, b_s, k_r, v_r, dk_r, dv_r)
+                _column_tile(sp, ops, tx, l, col0 + tx, row0, q_s, g_s, lse_s, delta_s, b_s, k_r, v_r, dk_r, dv_r)
         with sp.each_thread() as tx:
             j = col0 + tx
             with T.If(j < ops.sk):
@@ -427,7 +444,7 @@ def _column_kernel(ops: _Operands, a: Attrs, outs: dict):
                         outs["dv"][(*coords, j, c)] = dv_r[tx, c].astype(outs["dv"].dtype)
 
 
-def _column_tile(sp, ops: _Operands, tx, j, row0, q_s, g_s, lse_s, delta_s, b_s, k_r, v_r, dk_r, dv_r):
+def _column_tile(sp, ops: _Operands, tx, l, j, row0, q_s, g_s, lse_s, delta_s, b_s, k_r, v_r, dk_r, dv_r):
     """One thread's key j against the query tile from row0 (in shared memory)."""
     with T.serial(0, TILE) as r:
         s = _dot(sp, ops.d, lambda c: q_s[r, c], lambda c: k_r[tx, c], ops.acc) * ops.scale
@@ -438,10 +455,12 @@ def _column_tile(sp, ops: _Operands, tx, j, row0, q_s, g_s, lse_s, delta_s, b_s,
         p[0] = tirx.Select(hidden, ops.zero, ops.exp(s - lse_s[r]))
         with T.If(p[0] != ops.zero):
             with T.Then():
+                pd = sp.scalar(ops.acc)
+                pd[0] = ops.dropped(p[0], l, row0 + r, j)
                 with sp.unrolled(ops.dv) as c:
-                    dv_r[tx, c] = dv_r[tx, c] + p[0] * g_s[r, c]
+                    dv_r[tx, c] = dv_r[tx, c] + pd[0] * g_s[r, c]
                 ds = sp.scalar(ops.acc)
-                dp = _dot(sp, ops.dv, lambda c: g_s[r, c], lambda c: v_r[tx, c], ops.acc)
+                dp = ops.dropped(_dot(sp, ops.dv, lambda c: g_s[r, c], lambda c: v_r[tx, c], ops.acc), l, row0 + r, j)
                 ds[0] = p[0] * (dp - delta_s[r]) * ops.scale
                 with sp.unrolled(ops.d) as c:
                     dk_r[tx, c] = dk_r[tx, c] + ds[0] * q_s[r, c]
@@ -475,42 +494,47 @@ class _Buf:
         self.proxy[idx] = value
 
 
-def _named(q, k, v, bias, **more) -> dict:
+def _named(q, k, v, rest, a: Attrs, **more) -> dict:
+    """The kernel's inputs by name: q, k, v, then ``rest`` = [bias], [seed] (seed when dropping)."""
     out = {"q": q, "k": k, "v": v, **more}
-    if bias:
-        out["bias"] = bias[0]
+    rest = list(rest)
+    if a.dropout_p:
+        out["seed"] = rest.pop()
+    if rest:
+        out["bias"] = rest[0]
     return out
 
 
-def forward(q, k, v, *bias, scale: float, causal: bool, acc: str, out_dtype: str, emulate: bool = False):
-    """out [*L, Sq, Dv] = attention(q [*L, Sq, D], k [*L, Sk, D], v [*L, Sk, Dv], [bias])."""
-    a = Attrs(scale, causal, acc, emulate)
-    (out,) = _extern("flash_attention", _named(q, k, v, bias), {"out": ([*q.shape[:-1], v.shape[-1]], out_dtype)},
+def forward(q, k, v, *rest, out_dtype: str, **attrs):
+    """out [*L, Sq, Dv] = attention(q [*L, Sq, D], k [*L, Sk, D], v [*L, Sk, Dv], [bias], [seed])."""
+    a = Attrs(**attrs)
+    (out,) = _extern("flash_attention", _named(q, k, v, rest, a), {"out": ([*q.shape[:-1], v.shape[-1]], out_dtype)},
                      lambda ops, outs: _row_kernel(ops, a, outs, "forward"), a)
     return out
 
 
-def stats(q, k, v, g, *bias, scale: float, causal: bool, acc: str, emulate: bool = False):
-    """(lse, delta) [prod(L), Sq]: each row's log-sum-exp of the scores and sum_j p_ij (g_i . v_j)."""
-    a = Attrs(scale, causal, acc, emulate)
+def stats(q, k, v, g, *rest, **attrs):
+    """(lse, delta) [prod(L), Sq]: each row's log-sum-exp of the scores and sum_j p_ij dp_ij, dp the
+    (dropped) g_i . v_j."""
+    a = Attrs(**attrs)
     rows = [_prod(q.shape[:-2]), q.shape[-2]]
-    return tuple(_extern("flash_attention_stats", _named(q, k, v, bias, g=g),
-                         {"lse": (rows, acc), "delta": (rows, acc)},
+    return tuple(_extern("flash_attention_stats", _named(q, k, v, rest, a, g=g),
+                         {"lse": (rows, a.acc), "delta": (rows, a.acc)},
                          lambda ops, outs: _row_kernel(ops, a, outs, "stats"), a))
 
 
-def grad_q(q, k, v, g, lse, delta, *bias, scale: float, causal: bool, acc: str, emulate: bool = False):
+def grad_q(q, k, v, g, lse, delta, *rest, **attrs):
     """dq [*L, Sq, D] from the row statistics of ``stats``."""
-    a = Attrs(scale, causal, acc, emulate)
-    (dq,) = _extern("flash_attention_dq", _named(q, k, v, bias, g=g, lse=lse, delta=delta),
+    a = Attrs(**attrs)
+    (dq,) = _extern("flash_attention_dq", _named(q, k, v, rest, a, g=g, lse=lse, delta=delta),
                     {"dq": (list(q.shape), q.dtype)}, lambda ops, outs: _row_kernel(ops, a, outs, "dq"), a)
     return dq
 
 
-def grad_kv(q, k, v, g, lse, delta, *bias, scale: float, causal: bool, acc: str, emulate: bool = False):
+def grad_kv(q, k, v, g, lse, delta, *rest, **attrs):
     """(dk [*L, Sk, D], dv [*L, Sk, Dv]) from the row statistics of ``stats``."""
-    a = Attrs(scale, causal, acc, emulate)
-    return tuple(_extern("flash_attention_dkv", _named(q, k, v, bias, g=g, lse=lse, delta=delta),
+    a = Attrs(**attrs)
+    return tuple(_extern("flash_attention_dkv", _named(q, k, v, rest, a, g=g, lse=lse, delta=delta),
                          {"dk": (list(k.shape), k.dtype), "dv": (list(v.shape), v.dtype)},
                          lambda ops, outs: _column_kernel(ops, a, outs), a))
 

@@ -33,17 +33,27 @@ def _flat_index(shape, idx):
     return _wrap(flat.astype("uint64"))
 
 
+def mix(flat, seed, salt: int):
+    """The 32-bit hash ``x`` (as uint64) of one element: its flat index (uint64, already mod 2**32)
+    under an int32 ``seed`` value and ``salt``."""
+    key = _wrap(_wrap(seed.astype("uint32").astype("uint64") * _c(MIX1)) + _c(salt * MIX2))
+    x = _wrap(flat * _c(GOLDEN)) ^ key
+    x = x ^ (x >> _c(16))
+    x = _wrap(x * _c(MIX1))
+    x = x ^ (x >> _c(13))
+    x = _wrap(x * _c(MIX2))
+    return x ^ (x >> _c(16))
+
+
+def kept(flat, seed, p: float, salt: int):
+    """Whether dropout keeps the element at ``flat`` (int64 flat index) - the reference's mask."""
+    bits = mix(_wrap(flat.astype("uint64")), seed, salt)
+    return (bits >> _c(8)).astype("int32") >= tirx.const(keep_threshold(p), "int32")
+
+
 def hash_bits(seed: te.Tensor, shape, salt: int):
     """A function of an element's indices giving its 32-bit hash ``x`` (see random.py) as uint64."""
-    def bits(*idx):
-        key = _wrap(_wrap(seed().astype("uint32").astype("uint64") * _c(MIX1)) + _c(salt * MIX2))
-        x = _wrap(_flat_index(shape, idx) * _c(GOLDEN)) ^ key
-        x = x ^ (x >> _c(16))
-        x = _wrap(x * _c(MIX1))
-        x = x ^ (x >> _c(13))
-        x = _wrap(x * _c(MIX2))
-        return x ^ (x >> _c(16))
-    return bits
+    return lambda *idx: mix(_flat_index(shape, idx), seed(), salt)
 
 
 def top24(bits):

@@ -6,10 +6,10 @@ row's log-sum-exp and delta), the q node the dq kernel, and the k and v nodes on
 computing dk and dv together; later nodes reuse what an earlier one emitted (``cx.memo``).
 
 They apply on the cuda target, and on llvm when compiled with ``gpu_kernels_on_cpu=True`` (the
-kernels' emulated form, to check their numbers without a GPU), to dropout-free attention whose
-q, k, v share their leading axes and whose head dims are static, at most MAX_HEAD_DIM, and small
+kernels' emulated form, to check their numbers without a GPU), to attention (with or without
+dropout) whose q, k, v share their leading axes and whose head dims are static, at most MAX_HEAD_DIM, and small
 enough for the tiles to fit a block's static shared memory (f64 tiles take twice the room).
-Everything else (dropout, the bias gradient, broadcast heads) keeps the unfused lowering.
+Everything else (the bias gradient, broadcast heads) keeps the unfused lowering.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def applies(cx, node) -> bool:
         return False
     qt, kt, vt = (n.type for n in node.inputs[:3])
     d, dv = qt.shape[-1], vt.shape[-1]
-    if not (node.attrs["dropout_p"] == 0 and qt.rank >= 3 and qt.shape[:-2] == kt.shape[:-2] == vt.shape[:-2]
+    if not (qt.rank >= 3 and qt.shape[:-2] == kt.shape[:-2] == vt.shape[:-2]
             and all(isinstance(x, int) and 0 < x <= flash.MAX_HEAD_DIM for x in (d, dv))):
         return False
     acc = acc_dtype(qt.dtype.name)
@@ -49,29 +49,31 @@ def _kernel(cx, fn, *args, name: str, **kwargs):
 
 def _common(node) -> dict:
     a = node.attrs
-    return dict(scale=a["scale"], causal=a["causal"], acc=acc_dtype(node.inputs[0].type.dtype.name))
+    return dict(scale=a["scale"], causal=a["causal"], dropout_p=a["dropout_p"], salt=a["salt"],
+                acc=acc_dtype(node.inputs[0].type.dtype.name))
 
 
 def attention(cx, node, q, k, v, *rest):
-    bias = rest[:1] if node.attrs["has_bias"] else ()
-    return _kernel(cx, flash.forward, q, k, v, *bias, name="flash_attention",
+    """rest: [bias], [seed]."""
+    return _kernel(cx, flash.forward, q, k, v, *rest, name="flash_attention",
                    out_dtype=node.type.dtype.name, **_common(node))
 
 
 def attention_grad(cx, node, q, k, v, *rest):
-    """dq, dk or dv (attr wrt) through the shared statistics and gradient kernels."""
-    bias, g = rest[:-1][:1] if node.attrs["has_bias"] else (), rest[-1]
+    """dq, dk or dv (attr wrt) through the shared statistics and gradient kernels; rest: [bias],
+    [seed], g."""
+    *extra, g = rest
     common = _common(node)
-    key = (id(q), id(k), id(v), id(g), *(id(b) for b in bias), tuple(sorted(common.items())))
+    key = (id(q), id(k), id(v), id(g), *(id(x) for x in extra), tuple(sorted(common.items())))
     stats = _memo(cx, ("stats", key), lambda: _kernel(
-        cx, flash.stats, q, k, v, g, *bias, name="flash_attention_stats", **common))
+        cx, flash.stats, q, k, v, g, *extra, name="flash_attention_stats", **common))
     lse, delta = (_memo(cx, (f"stats.{i}", key), lambda i=i: cx.emit(relax.TupleGetItem(stats, i)))
                   for i in range(2))
     wrt = node.attrs["wrt"]
     if wrt == "q":
-        return _kernel(cx, flash.grad_q, q, k, v, g, lse, delta, *bias, name="flash_attention_dq", **common)
+        return _kernel(cx, flash.grad_q, q, k, v, g, lse, delta, *extra, name="flash_attention_dq", **common)
     dkv = _memo(cx, ("dkv", key), lambda: _kernel(
-        cx, flash.grad_kv, q, k, v, g, lse, delta, *bias, name="flash_attention_dkv", **common))
+        cx, flash.grad_kv, q, k, v, g, lse, delta, *extra, name="flash_attention_dkv", **common))
     return cx.emit(relax.TupleGetItem(dkv, 0 if wrt == "k" else 1))
 
 
