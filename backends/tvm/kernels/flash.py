@@ -154,10 +154,7 @@ class _Operands:
         self.zero, self.neg_inf = tirx.const(0, self.acc), tirx.const(float("-inf"), self.acc)
 
     def batches(self):
-        n = tirx.const(1, "int64")
-        for d in self.lead:
-            n = n * d
-        return n
+        return _prod(self.lead)
 
     def coords(self, l):
         out, rest = [], l
