@@ -7,7 +7,7 @@ the fused path off in backends/tvm/rules/attention.py) and timed in alternating 
 
     .venv/bin/python benchmarks/tvm_attention.py [--reps 30] [--causal]
     .venv/bin/python benchmarks/tvm_attention.py --encoder [--reps 15]
-    .venv/bin/python benchmarks/tvm_attention.py --backward [--reps 30] [--causal]
+    .venv/bin/python benchmarks/tvm_attention.py --backward [--reps 30] [--causal] [--dropout P]
 
 ``--encoder`` times the BERT-mini encoder forward of benchmarks/tvm_bert.py (batch 8, seq 128,
 symbolic dims) with its attention core written as the ``attention`` op (as the fusion pass will
@@ -17,7 +17,8 @@ produce it; the encoder itself writes matmul + softmax), fused kernel vs previou
 ``attention_grad`` nodes, as graphdsl.grad makes them), symbolic and static dims: the fused
 backward kernel (kernels/attention_grad.py; one call for the three) vs the decomposition
 lowering (softmax + matmuls per gradient), by turning the fused path off in
-backends/tvm/rules/attention_grad.py.
+backends/tvm/rules/attention_grad.py. ``--dropout P`` gives that attention dropout (the fused
+kernel redraws the mask from indices; the decomposition applies the dropout op to [.., Sq, Sk]).
 """
 from __future__ import annotations
 
@@ -48,14 +49,18 @@ def _graph(static: bool, causal: bool):
                     q=qkv, k=qkv, v=qkv, bias=f"f32[{b},1,1,{s}]")
 
 
-def _grad_graph(static: bool, causal: bool):
-    """The gradients of _graph's attention w.r.t. q, k and v, given the output cotangent g."""
+def _grad_graph(static: bool, causal: bool, dropout: float = 0.0):
+    """The gradients of _graph's attention (with ``dropout``) w.r.t. q, k and v, given the output
+    cotangent g."""
     b, s = (str(B), str(S)) if static else ("batch", "seq")
     qkv = f"f32[{b},{H},{s},{D}]"
+    seed = {"seed": "i32[]"} if dropout else {}
 
-    def grads(q, k, v, bias, g):
-        return {w: attention_grad(q, k, v, bias, g, wrt=w, scale=D ** -0.5, causal=causal) for w in "qkv"}
-    return gd.trace(grads, q=qkv, k=qkv, v=qkv, bias=f"f32[{b},1,1,{s}]", g=qkv)
+    def grads(q, k, v, bias, g, seed=None):
+        rest = [bias] + ([seed] if dropout else []) + [g]
+        return {w: attention_grad(q, k, v, *rest, wrt=w, scale=D ** -0.5, causal=causal, dropout_p=dropout)
+                for w in "qkv"}
+    return gd.trace(grads, q=qkv, k=qkv, v=qkv, bias=f"f32[{b},1,1,{s}]", g=qkv, **seed)
 
 
 def _timed(exe, feed, calls: int) -> list[float]:
@@ -111,7 +116,10 @@ def main():
     parser.add_argument("--causal", action="store_true")
     parser.add_argument("--encoder", action="store_true", help="the BERT-mini encoder forward instead")
     parser.add_argument("--backward", action="store_true", help="the gradients w.r.t. q, k, v instead")
+    parser.add_argument("--dropout", type=float, default=0.0, help="with --backward: attention dropout P")
     args = parser.parse_args()
+    if args.dropout and not args.backward:
+        parser.error("--dropout needs --backward (the fused forward kernel has no dropout)")
     rng = np.random.default_rng(0)
     feed = {n: rng.standard_normal((B, H, S, D)).astype(np.float32) for n in "qkv"}
     feed["bias"] = np.zeros((B, 1, 1, S), np.float32)
@@ -121,11 +129,14 @@ def main():
         return
     if args.backward:
         feed["g"] = rng.standard_normal((B, H, S, D)).astype(np.float32)   # the output's cotangent
-    what = f"[{B},{H},{S},{D}] + padding bias{' causal' if args.causal else ''}"
+        if args.dropout:
+            feed["seed"] = np.array(1234, np.int32)
+    what = (f"[{B},{H},{S},{D}] + padding bias{' causal' if args.causal else ''}"
+            f"{f' dropout {args.dropout}' if args.dropout else ''}")
     for static in (False, True):
         dims = "static" if static else "symbolic"
         if args.backward:
-            _compare(_grad_graph(static, args.causal), feed, args.reps,
+            _compare(_grad_graph(static, args.causal, args.dropout), feed, args.reps,
                      f"attention grads w.r.t. q, k, v {what} ({dims} dims)", grad_rule, "decomposition")
         else:
             _compare(_graph(static, args.causal), feed, args.reps, f"attention {what} ({dims} dims)")

@@ -8,6 +8,10 @@ kernel's row block and key tile); plus two attentions whose graph wants only som
 gradients (the kernel computes just those). Head dims differ (D 16, Dv 32) so that q/k and v
 mix-ups show. Then: the lowering used one fused kernel per attention, and a whole training graph
 (attention inside a loss, differentiated by graphdsl.grad) matches the NumPy backend.
+
+Dropout has a graph of its own (DROPOUT), checked against the NumPy backend, whose reference
+stores the mask: the kernel must redraw exactly that mask from the element indices, for two
+seeds (one negative) and symbolic dims at two shapes.
 """
 from __future__ import annotations
 
@@ -26,6 +30,13 @@ TYPES = {"q": "f32[2,3,5,16]", "ql": "f32[2,3,9,16]", "k": "f32[2,3,9,16]", "v":
          "sg": "f32[batch,3,seq,32]", "spad": "f32[batch,1,1,kv]"}
 CASES = ["plain", "causal_square", "causal_short_q", "padding_bias", "full_bias", "symbolic"]
 SUBSETS = {"only_k": ("k",), "q_and_v": ("q", "v")}   # attentions of scale 2 * SCALE, no bias
+DROPOUT = {   # case -> names of q, k, v, bias, g in TYPES, causal, dropout_p, salt, the gradients wanted
+    "causal_padding": ("q", "k", "v", "pad", "g", True, 0.3, 0, "qkv"),   # batch 0: rows fully masked
+    "symbolic": ("sq", "sk", "sv", "spad", "sg", True, 0.5, 11, "qkv"),
+    "only_v": ("ql", "k", "v", "full", "gl", False, 0.2, 5, "v"),         # dropped p without ds
+    "q_and_k": ("ql", "k", "v", None, "gl", True, 0.2, 5, "qk"),          # dropped dp without dv
+}
+SEEDS = (7, -123456789)
 
 
 def _operands(x: dict) -> dict:
@@ -94,6 +105,24 @@ def compiled(graph):
     return backends.compile(graph, "llvm")
 
 
+@pytest.fixture(scope="module")
+def dropout_graph():
+    def body(seed, **x):
+        out = {}
+        for case, (q, k, v, bias, g, causal, p, salt, wanted) in DROPOUT.items():
+            rest = ([x[bias]] if bias else []) + [seed, x[g]]
+            for wrt in wanted:
+                out[f"{case}/{wrt}"] = attention_grad(x[q], x[k], x[v], *rest, wrt=wrt, scale=SCALE,
+                                                      causal=causal, dropout_p=p, salt=salt)
+        return out
+    return gd.trace(body, seed="i32[]", **TYPES)
+
+
+@pytest.fixture(scope="module")
+def dropout_compiled(dropout_graph):
+    return backends.compile(dropout_graph, "llvm"), backends.compile(dropout_graph, "numpy")
+
+
 @pytest.mark.parametrize("b,s", [(2, 7), (3, 33)])
 def test_fused_attention_grad_matches_numpy(compiled, b, s):
     feed = _feed(b, s)
@@ -119,9 +148,11 @@ def test_lowering_uses_one_fused_kernel_per_attention(graph):
     assert not any("softmax" in name for name in report), report
 
 
-def test_training_graph_matches_numpy():
+@pytest.mark.parametrize("dropout_p", [0.0, 0.25])
+def test_training_graph_matches_numpy(dropout_p):
     """attention inside a loss, differentiated by graphdsl.grad: the llvm build uses the fused
-    kernel for the backward and matches the NumPy backend."""
+    kernel for the backward and matches the NumPy backend (with dropout: the backward redraws
+    the forward's mask)."""
     from backends.tvm.build import schedule_report
     from backends.tvm.kernels.attention_grad import RULE
     from backends.tvm.lower import lower
@@ -130,7 +161,8 @@ def test_training_graph_matches_numpy():
     def loss(x, mask, wq, wk, wv):
         split = [x.shape[0], x.shape[1], 2, 8]
         q, k, v = ((x @ w).reshape(split).transpose(1, 2) for w in (wq, wk, wv))
-        out = attention(q, k, v, mask, scale=8 ** -0.5, causal=True)
+        out = attention(q, k, v, mask, seed=-5 if dropout_p else None, scale=8 ** -0.5, causal=True,
+                        dropout_p=dropout_p, salt=3)
         return {"loss": ops.sum(ops.tanh(out) * out)}
     graph = gd.grad(gd.trace(loss, x="f32[batch,seq,16]", mask="f32[batch,1,1,seq]", wq="f32[16,16]",
                              wk="f32[16,16]", wv="f32[16,16]"), wrt=["x", "wq", "wk", "wv"])
@@ -145,3 +177,27 @@ def test_training_graph_matches_numpy():
     assert set(got) == set(want)
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("b,s", [(2, 7), (3, 33)])
+def test_fused_attention_grad_with_dropout_matches_numpy(dropout_compiled, b, s, seed):
+    feed = {**_feed(b, s), "seed": np.array(seed, np.int32)}
+    llvm, numpy = dropout_compiled
+    got, want = llvm(feed), numpy(feed)
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name].dtype == np.float32 and got[name].shape == want[name].shape, name
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    for wrt in "qkv":   # batch 0 sees no key: zeros, not NaN
+        assert np.all(got[f"causal_padding/{wrt}"][0] == 0)
+
+
+def test_dropout_lowering_uses_the_fused_kernel(dropout_graph):
+    from backends.tvm.build import schedule_report
+    from backends.tvm.kernels.attention_grad import RULE
+    from backends.tvm.lower import lower
+    from backends.tvm.target import make_target
+    report = schedule_report(lower(dropout_graph, "llvm").mod, make_target("llvm"))
+    assert list(report.values()).count(RULE) == len(DROPOUT), report
+    assert not any("softmax" in name or "dropout" in name for name in report), report

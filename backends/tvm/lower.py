@@ -80,6 +80,12 @@ class Ctx:
     def emit(self, expr: relax.Expr) -> relax.Var:
         return self.bb.emit(expr)
 
+    def item(self, result: relax.Expr, index: int) -> relax.Var:
+        """Item ``index`` of a multi-output kernel's result. Bound as an output of the dataflow
+        block, so FuseOps never pulls it into its consumers' group: TVM 0.27's FuseOps builds a
+        broken function for a group that takes two such tuples (which one depends on hash order)."""
+        return self.bb.emit_output(relax.TupleGetItem(result, index))
+
     def te(self, fn, *args, name: str | None = None, **kwargs) -> relax.Var:
         """Emit our own TE kernel ``fn(*te_tensors_or_values)`` as a PrimFunc call."""
         args = [self.emit(a) if isinstance(a, relax.Call) else a for a in args]

@@ -7,20 +7,25 @@ in block-local buffers (key axis padded to whole tiles) what the backward needs:
     delta = rowsum(p * dp)                ds = scale * p * (dp - delta)
 
 then adds the block's share to each gradient asked for: its rows of dq = ds @ k, and, summed over
-the blocks, dk = ds^T @ q and dv = p^T @ g. The [.., Sq, Sk] probabilities never reach main
-memory, and as a row block sees the whole key axis nothing is computed twice: no statistics
-pass (the GPU's FlashAttention backward needs one, its key blocks running in parallel). A head's
-blocks run in order on one thread, so dk and dv accumulate in per-head buffers. Fully masked
-rows contribute nothing. The three gradients share all this work, so one call computes the ones
-the graph wants (five [Sq, Sk, D] products for all three, against eight in the decomposition).
-``schedule_fused_attention_grad`` gives it its CPU schedule: the outermost batch axis in
-parallel, register tiles for the products, vectorized row reductions.
+the blocks, dk = ds^T @ q and dv = p^T @ g. With dropout the block also draws its keep mask
+(``drop``: 1 / (1 - p_drop) where kept, else 0) from each element's flat index in the
+[*L, Sq, Sk] probabilities, exactly as the dropout op does (kernels/random.py), and uses it
+twice: dp = (g v^T) * drop, dv = (p * drop)^T @ g. Neither the mask nor the [.., Sq, Sk]
+probabilities ever reach main memory, and as a row block sees the whole key axis nothing is
+computed twice: no statistics pass (the GPU's FlashAttention backward needs one, its key blocks
+running in parallel). A head's blocks run in order on one thread, so dk and dv accumulate in
+per-head buffers. Fully masked rows contribute nothing. The three gradients share all this
+work, so one call computes the ones the graph wants (five [Sq, Sk, D] products for all three,
+against eight in the decomposition). ``schedule_fused_attention_grad`` gives it its CPU
+schedule: the outermost batch axis in parallel, register tiles for the products, vectorized
+row reductions.
 """
 from __future__ import annotations
 
 from tvm import s_tir, te, tirx, topi
 
 from .attention import PAD, RB, _is_one, _padded
+from .random import kept
 
 RULE = "fused_attention_grad"   # the schedule-rule name the kernel records (see build.schedule_report)
 WRT = ("q", "k", "v")
@@ -30,11 +35,13 @@ ROW_SUMS = ("row_max", "row_sum", "e_dot_dp")   # the reductions over a row's ke
 
 
 def fused_attention_grad(q: te.Tensor, k: te.Tensor, v: te.Tensor, *rest: te.Tensor, wrt: tuple,
-                         scale: float, causal: bool, acc: str, out_dtype: str) -> list[te.Tensor]:
-    """q [*L, Sq, D], k [*L, Sk, D], v [*L, Sk, Dv], [bias broadcasting to [*L, Sq, Sk]], g
-    [*L, Sq, Dv] -> the gradients named in ``wrt`` (a subset of q, k, v, in that order), computed
-    in ``acc``, stored in ``out_dtype``."""
+                         scale: float, causal: bool, acc: str, out_dtype: str, dropout_p: float = 0.0,
+                         salt: int = 0) -> list[te.Tensor]:
+    """q [*L, Sq, D], k [*L, Sk, D], v [*L, Sk, Dv], [bias broadcasting to [*L, Sq, Sk]], [seed
+    i32[] when dropout_p > 0], g [*L, Sq, Dv] -> the gradients named in ``wrt`` (a subset of q, k,
+    v, in that order), computed in ``acc``, stored in ``out_dtype``."""
     *bias, g = rest
+    seed = bias.pop() if dropout_p > 0 else None
     *lead, sq, d = q.shape
     sk = k.shape[-2]
     blocks = _ceil_div(sq, RB)
@@ -85,9 +92,17 @@ def fused_attention_grad(q: te.Tensor, k: te.Tensor, v: te.Tensor, *rest: te.Ten
     row_sum = te.compute([*lead, sqp], lambda *i: te.sum(expo(*i, j_sum), axis=j_sum), name="row_sum")
     inv_sum = te.compute([*lead, sqp], lambda *i: tirx.Select(
         row_sum(*i) > zero, tirx.const(1, acc) / row_sum(*i), zero), name="inv_sum")
+    if seed is not None:   # the keep mask times 1 / (1 - p), by the element's flat index
+        inv_keep = tirx.const(1.0 / (1.0 - dropout_p), acc)
+        drop = te.compute([*lead, sqp, skp], lambda *i: tirx.Select(
+            kept(_flat_index((*lead, sq, sk), i), seed(), dropout_p, salt), inv_keep, zero), name="drop")
     need_ds = "q" in wrt or "k" in wrt
     if need_ds:
-        dp = rows_times(g, transposed(v, sk, "v_packed"), "dp")
+        if seed is None:
+            dp = rows_times(g, transposed(v, sk, "v_packed"), "dp")
+        else:
+            g_v = rows_times(g, transposed(v, sk, "v_packed"), "g_v")
+            dp = te.compute(g_v.shape, lambda *i: g_v(*i) * drop(*i), name="dp")
         j_dot = te.reduce_axis((0, skp), name="jd")
         e_dot_dp = te.compute([*lead, sqp], lambda *i: te.sum(expo(*i, j_dot) * dp(*i, j_dot), axis=j_dot),
                               name="e_dot_dp")   # delta = rowsum(p * dp) = inv_sum * e_dot_dp
@@ -97,6 +112,8 @@ def fused_attention_grad(q: te.Tensor, k: te.Tensor, v: te.Tensor, *rest: te.Ten
         return (*i[:-3], i[-3] * RB + i[-2])
 
     p = te.compute([*lead, blocks, RB, skp], lambda *i: expo(*row(*i), i[-1]) * inv_sum(*row(*i)), name="p")
+    if seed is not None and "v" in wrt:   # the dropped probabilities, dv's weights
+        pd = te.compute(p.shape, lambda *i: p(*i) * drop(*row(*i), i[-1]), name="pd")
     if need_ds:
         ds = te.compute(p.shape, lambda *i: p(*i) * tirx.const(scale, acc) * (
             dp(*row(*i), i[-1]) - e_dot_dp(*row(*i)) * inv_sum(*row(*i))), name="ds")
@@ -110,7 +127,7 @@ def fused_attention_grad(q: te.Tensor, k: te.Tensor, v: te.Tensor, *rest: te.Ten
         outs.append(_stored(dq, [*lead, sq, d], out_dtype, name="dq"))
     for name in ("k", "v"):
         if name in wrt:
-            weights, rows = (ds, q) if name == "k" else (p, g)
+            weights, rows = (ds, q) if name == "k" else (p if seed is None else pd, g)
             grad = _summed_over_rows(weights, rows, sq, acc, name=f"d{name}_acc")
             outs.append(_stored(grad, [*lead, sk, rows.shape[-1]], out_dtype, name=f"d{name}"))
     return outs
@@ -119,6 +136,18 @@ def fused_attention_grad(q: te.Tensor, k: te.Tensor, v: te.Tensor, *rest: te.Ten
 def _stored(x, shape, dtype, name):
     """The first rows of ``x`` (shape), in ``dtype``."""
     return te.compute(shape, lambda *i: x(*i).astype(dtype), name=name)
+
+
+def _flat_index(shape, idx):
+    """The int64 row-major flat index of ``idx`` in ``shape``."""
+    flat = tirx.const(0, "int64")
+    for size, i in zip(shape, idx):
+        flat = flat * _i64(size) + _i64(i)
+    return flat
+
+
+def _i64(x):
+    return tirx.const(int(x), "int64") if isinstance(x, (int, tirx.IntImm)) else x.astype("int64")
 
 
 def _ceil_div(n, m: int):
@@ -153,7 +182,7 @@ def schedule_fused_attention_grad(func: tirx.PrimFunc, lanes: int = PAD) -> tirx
             _rfactor(sch, name, lanes)
     # p, ds and dq (those the graph needs) anchor a row block: their block loops merged into one,
     # with every stage of the block computed there, and the shares of dk and dv after them.
-    loops = [sch.get_loops(sch.get_sblock(n))[-3] for n in ("p", "ds") if _has_block(sch, n)]
+    loops = [sch.get_loops(sch.get_sblock(n))[-3] for n in ("p", "pd", "ds") if _has_block(sch, n)]
     if _has_block(sch, "dq"):
         *_, rows, c = sch.get_loops(sch.get_sblock("dq"))
         dq_block, dq_rows = sch.split(rows, factors=[None, RB])
@@ -161,8 +190,8 @@ def schedule_fused_attention_grad(func: tirx.PrimFunc, lanes: int = PAD) -> tirx
     blk = sch.merge(*loops) if len(loops) > 1 else loops[0]
     lead = sch.get_loops(sch.get_sblock("p"))[:-4]
     sch.parallel(lead[0])   # never fused: fusing symbolic extents breaks affinity
-    for name in ("e_dot_dp", "e_dot_dp_rf", "dp", "inv_sum", "row_sum", "row_sum_rf", "expo", "row_max",
-                 "row_max_rf", "score", "qk"):
+    for name in ("e_dot_dp", "e_dot_dp_rf", "dp", "g_v", "drop", "inv_sum", "row_sum", "row_sum_rf", "expo",
+                 "row_max", "row_max_rf", "score", "qk"):
         if _has_block(sch, name):
             sch.compute_at(sch.get_sblock(name), blk, preserve_unit_loops=True)
     for name in ("dk_acc_block", "dk_acc", "dv_acc_block", "dv_acc"):
@@ -178,15 +207,17 @@ def schedule_fused_attention_grad(func: tirx.PrimFunc, lanes: int = PAD) -> tirx
             sch.reverse_compute_at(sch.get_sblock(name), lead[-1])
 
     _scores_tile(sch, "score", "qk", lanes)   # the scores' epilogue (scale, bias, mask) on the tile
-    if _has_block(sch, "dp"):
+    if _has_block(sch, "g_v"):   # dropout: dp is g v^T times the mask, its epilogue
+        _scores_tile(sch, "dp", "g_v", lanes)
+    elif _has_block(sch, "dp"):
         store = sch.cache_write(sch.get_sblock("dp"), 0, "local")
         _scores_tile(sch, sch.get(store).name_hint, "dp", lanes)
-    for name in ("expo", "p", "ds", "k_packed", "v_packed", "dk", "dv"):
+    for name in ("drop", "expo", "p", "pd", "ds", "k_packed", "v_packed", "dk", "dv"):
         if _has_block(sch, name):
             _vectorize(sch, sch.get_loops(sch.get_sblock(name))[-1], lanes)
     for name in ROW_SUMS:
         if _has_block(sch, name):
-            _vectorize_rf(sch, name, lanes)
+            _vectorize_rf(sch, name, blk)
     if _has_block(sch, "dq"):
         _dq_tile(sch, dq_rows, c, lanes)
     for name in ("dk_acc", "dv_acc"):
@@ -257,10 +288,13 @@ def _rfactor(sch, name: str, lanes: int) -> None:
     sch.rfactor(j1, factor_axis=len(sch.get(block).iter_vars) - 1)
 
 
-def _vectorize_rf(sch, name: str, lanes: int) -> None:
-    """The partial results of ``name`` (see _rfactor): a vector per row, accumulated over the keys."""
+def _vectorize_rf(sch, name: str, blk) -> None:
+    """The partial results of ``name`` (see _rfactor): a vector per row, accumulated over the keys.
+    Computed at ``blk``, the block's loops follow its iterators, the lanes' (rfactor's) first."""
     rf = sch.get_sblock(name + "_rf")
-    *_, lane, row, j = sch.get_loops(rf)
+    loops = sch.get_loops(rf)
+    lane = loops[[sch.get(x).same_as(sch.get(blk)) for x in loops].index(True) + 1]
+    *_, row, j = loops
     sch.reorder(row, j, lane)
     sch.vectorize(lane)
     init = sch.decompose_reduction(rf, j)

@@ -6,11 +6,11 @@ A training graph holds one attention_grad node per input of an attention, and th
 all their work (the recomputed probabilities, dp and ds). So the first of them to be lowered
 emits one kernel call computing the gradients of all of them (the nodes with the same inputs
 and attributes but another ``wrt``), and the others take theirs from ``cx.memo``.
-``wrt="bias"``, dropout, broadcast leading axes and symbolic head dims take the decomposition.
+With dropout the kernel redraws the forward's keep mask from each element's index (the node's
+inputs are then q, k, v, [bias], seed, g). ``wrt="bias"``, broadcast leading axes and symbolic
+head dims take the decomposition.
 """
 from __future__ import annotations
-
-from tvm import relax
 
 from ..kernels.attention_grad import RULE, WRT, fused_attention_grad, schedule_fused_attention_grad
 from ..schedule import RULE_ATTR, RULE_ERRORS
@@ -20,9 +20,9 @@ from .attention import OPAQUE
 
 
 def _fusable(node) -> bool:
-    """What every fused kernel needs: no dropout, q, k, v with the same leading axes, static head dims."""
+    """What every fused kernel needs: q, k, v with the same leading axes, static head dims."""
     qt, kt, vt = (n.type for n in node.inputs[:3])
-    return (node.attrs["wrt"] in WRT and node.attrs["dropout_p"] == 0 and qt.rank >= 3
+    return (node.attrs["wrt"] in WRT and qt.rank >= 3
             and qt.shape[:-2] == kt.shape[:-2] == vt.shape[:-2]
             and isinstance(qt.shape[-1], int) and isinstance(vt.shape[-1], int))
 
@@ -44,11 +44,12 @@ def _fused_cpu(cx, node, q, k, v, *rest):
     """The node's gradient from our fused llvm kernel, emitted (with its CPU schedule) for the first
     of the siblings and shared through ``cx.memo``."""
     a, dt = node.attrs, node.type.dtype.name
-    key = (RULE, *(id(x) for x in (q, k, v, *rest)), a["scale"], a["causal"])
+    key = (RULE, *(id(x) for x in (q, k, v, *rest)), a["scale"], a["causal"], a["dropout_p"], a["salt"])
     if key not in cx.memo:
         wrt = _wanted(cx, node)
         out = cx.te(fused_attention_grad, q, k, v, *rest, wrt=wrt, scale=a["scale"], causal=a["causal"],
-                    acc=acc_dtype(dt), out_dtype=dt, name="fused_attention_grad")
+                    dropout_p=a["dropout_p"], salt=a["salt"], acc=acc_dtype(dt), out_dtype=dt,
+                    name="fused_attention_grad")
         gv = cx.bb.lookup_binding(out).args[0]
         try:
             func = schedule_fused_attention_grad(cx.bb.get()[gv])
@@ -56,7 +57,7 @@ def _fused_cpu(cx, node, q, k, v, *rest):
                               .with_attr("op_pattern", OPAQUE))
         except RULE_ERRORS:   # the generic schedule rules take the kernel
             pass
-        grads = [out] if len(wrt) == 1 else [cx.emit(relax.TupleGetItem(out, n)) for n in range(len(wrt))]
+        grads = [out] if len(wrt) == 1 else [cx.item(out, n) for n in range(len(wrt))]
         cx.memo[key] = dict(zip(wrt, grads))
     return cx.memo[key][a["wrt"]]
 

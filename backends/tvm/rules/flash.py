@@ -13,8 +13,6 @@ Everything else (the bias gradient, broadcast heads) keeps the unfused lowering.
 """
 from __future__ import annotations
 
-from tvm import relax
-
 from ..kernels import flash
 from ..schedule import RULE_ATTR
 from ._util import acc_dtype
@@ -67,14 +65,14 @@ def attention_grad(cx, node, q, k, v, *rest):
     key = (id(q), id(k), id(v), id(g), *(id(x) for x in extra), tuple(sorted(common.items())))
     stats = _memo(cx, ("stats", key), lambda: _kernel(
         cx, flash.stats, q, k, v, g, *extra, name="flash_attention_stats", **common))
-    lse, delta = (_memo(cx, (f"stats.{i}", key), lambda i=i: cx.emit(relax.TupleGetItem(stats, i)))
+    lse, delta = (_memo(cx, (f"stats.{i}", key), lambda i=i: cx.item(stats, i))
                   for i in range(2))
     wrt = node.attrs["wrt"]
     if wrt == "q":
         return _kernel(cx, flash.grad_q, q, k, v, g, lse, delta, *extra, name="flash_attention_dq", **common)
     dkv = _memo(cx, ("dkv", key), lambda: _kernel(
         cx, flash.grad_kv, q, k, v, g, lse, delta, *extra, name="flash_attention_dkv", **common))
-    return cx.emit(relax.TupleGetItem(dkv, 0 if wrt == "k" else 1))
+    return cx.item(dkv, 0 if wrt == "k" else 1)
 
 
 def _memo(cx, key, make):
