@@ -405,7 +405,7 @@ def print_report() -> None:
                 "; NOISY, rerun on an idle machine)" if load > 0.05 else ")")
             print(f"\n{sec}{noisy}")
             section = sec
-        value = "       -" if ms is None else f"{ms:9.1f} ms"
+        value = "       -" if ms is None else f"{ms:9.2f} ms" if ms < 10 else f"{ms:9.1f} ms"
         print(f"  {target:<{width}} {value}  {note}")
     print("\nRATIOS (issue 5 targets)")
     for what, value, target in RATIOS:

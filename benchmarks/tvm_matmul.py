@@ -30,8 +30,13 @@ def aligned(arr: np.ndarray) -> np.ndarray:
     return out
 
 
-def _median_s(fn, reps: int) -> float:
-    fn()
+def _median_s(fn, reps: int, warmup_s: float = 0.5) -> float:
+    """Median seconds of ``reps`` calls, after ``warmup_s`` seconds of untimed calls: the target
+    timed before keeps its worker threads spinning for a while (OpenBLAS's after a NumPy matmul),
+    and without the warm-up the first llvm figures of a shape came out 1.5x too slow."""
+    until = time.perf_counter() + warmup_s
+    while time.perf_counter() < until:
+        fn()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()

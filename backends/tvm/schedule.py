@@ -9,9 +9,9 @@ PrimFunc, first match wins, and a rule that fails leaves the function to the nex
               register tiles of MR x NR accumulated in a local buffer over the whole K axis,
               the NR axis vectorized, tiles spread over the cores; a transposed right operand
               is first packed K-major so the vector loads are contiguous. Measured here: 430
-              GFLOP/s on a static [1024,256] @ [256,1024] (2 threads, AVX-512), but only ~150
-              with a symbolic batch: TVM then passes the buffers without LLVM's noalias, and
-              LLVM stores the accumulators back to memory at every step of k
+              GFLOP/s on a static [1024,256] @ [256,1024] (2 threads, AVX-512), and as much
+              with symbolic rows since build.noalias_shape_funcs (before it, ~150: LLVM could
+              not tell the buffers apart and stored the accumulators at every step of k)
   reduction   dlight's CPU rule for softmax / norm shaped kernels (rows in parallel)
   injective   elementwise and layout kernels: the last axis vectorized, the others parallel
   column_sum  reductions over outer axes (bias gradients): rows streamed, output vectorized

@@ -4,9 +4,13 @@
 query rows without ever storing the [.., Sq, Sk] probabilities in main memory: per head it packs
 k transposed, and per row block it packs the bias rows, computes the scores (register tiles),
 row max, exponentials (a vectorizable polynomial in f32) and row sums in block-local buffers
-whose axes are padded to whole tiles, and accumulates the weighted sum of v row by row. Rows
-whose max is -inf (fully masked) give zeros. ``schedule_fused_attention`` gives it its CPU
-schedule: the outermost batch axis in parallel, key and value axes vectorized.
+whose axes are padded to whole tiles, and accumulates the weighted sum of v in a register tile
+of RB rows. Row max and row sum are vector reductions (PAD partial results per row, then their
+reduction). Rows whose max is -inf (fully masked) give zeros. ``schedule_fused_attention`` gives
+it its CPU schedule: one task per (batch, head), key and value axes vectorized. Measured on 2
+cores (AVX-512): BERT-tiny's [1, 2, 128, 32] 62 -> 18 us, BERT-mini's [8, 4, 128, 64] 1.9 ->
+0.44 ms against the previous schedule (batch axis only in parallel, scalar row reductions, one
+output row at a time), with build.noalias_shape_funcs.
 """
 from __future__ import annotations
 
@@ -79,17 +83,25 @@ def fused_attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, *bias: te.Tensor, 
             s = s + b_p(*i[:-2], 0 if rows == 1 else i[-2], i[-1])
         return s
 
-    j_ax = te.reduce_axis((0, sk), name="j")
-    row_max = te.compute([*lead, sqp], lambda *i: te.max(
-        tirx.Select(hidden(i[-1], j_ax.var), neg_inf, score(*i, j_ax.var)), axis=j_ax), name="row_max")
+    # Row max and row sum in two steps: PAD partial results per row, each over every PAD-th key
+    # (vector lanes), then the PAD partials of each row.
+    n_chunks = skp // PAD if isinstance(skp, int) else tirx.floordiv(skp, PAD)
+
+    def lanes_of(fn, reduce, name):
+        j0 = te.reduce_axis((0, n_chunks), name=name + "_j")
+        part = te.compute([*lead, sqp, PAD], lambda *i: reduce(fn(*i[:-1], j0.var * PAD + i[-1]), axis=j0),
+                          name=name + "_part")
+        lane = te.reduce_axis((0, PAD), name=name + "_l")
+        return te.compute([*lead, sqp], lambda *i: reduce(part(*i, lane), axis=lane), name=name)
+
+    row_max = lanes_of(lambda *i: tirx.Select(hidden(i[-2], i[-1]), neg_inf, score(*i)), te.max, "row_max")
     shifted = te.compute([*lead, sqp, skp], lambda *i: score(*i) - row_max(*i[:-1]), name="shifted")
     # float32 exp as TVM's vectorizable polynomial (fast_math.py says why), inlined below.
     exp = topi.fast_exp(shifted) if acc == "float32" else te.compute(
         shifted.shape, lambda *i: tirx.exp(shifted(*i)), name="exact_exp")
     expo = te.compute([*lead, sqp, skp], lambda *i: tirx.Select(
         tirx.Or(hidden(i[-2], i[-1]), row_max(*i[:-1]) == neg_inf), zero, exp(*i)), name="expo")
-    j_sum = te.reduce_axis((0, skp), name="js")   # covers the padding: the block computes it
-    row_sum = te.compute([*lead, sqp], lambda *i: te.sum(expo(*i, j_sum.var), axis=j_sum), name="row_sum")
+    row_sum = lanes_of(expo, te.sum, "row_sum")   # over the padding too: zeros there
     j_pv = te.reduce_axis((0, sk), name="jv")
     pv = te.compute([*lead, sqp, dv], lambda *i: te.sum(
         expo(*i[:-1], j_pv.var) * v(*i[:-2], j_pv.var, i[-1]).astype(acc), axis=j_pv), name="pv")
@@ -98,53 +110,84 @@ def fused_attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, *bias: te.Tensor, 
 
 
 def schedule_fused_attention(func: tirx.PrimFunc, lanes: int = PAD) -> tirx.PrimFunc:
-    """The CPU schedule: parallel over the outermost batch axis; every stage of a block computed
-    in block-local buffers at that loop; key and value axes vectorized."""
+    """The CPU schedule: the leading (batch and head) axes fused and in parallel; every stage of a
+    block of RB query rows computed in block-local buffers; key and value axes vectorized."""
     sch = s_tir.Schedule(func)
-    stages = ["pv", "row_sum", "expo", "row_max", "qk", "k_packed", "bias_packed", "attention"]
+    stages = ["pv", "row_sum", "row_sum_part", "expo", "row_max", "row_max_part", "qk", "k_packed",
+              "bias_packed", "attention"]
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         if sch.get(block).name_hint not in stages:
             sch.compute_inline(block)   # the shifted scores and the exp, into expo
     out = sch.get_sblock("attention")
     *lead, i, c = sch.get_loops(out)
     i0, i1 = sch.split(i, factors=[None, RB])
-    sch.parallel(lead[0] if lead else i0)   # never fused: fusing symbolic extents breaks affinity
+    # One task per head: at batch 1 the batch axis alone would leave all cores but one idle.
+    head = sch.fuse(*lead) if len(lead) > 1 else lead[0] if lead else i0
+    sch.parallel(head)
     sch.vectorize(c)
-    # pv: one row of the output at a time, a few vectors the compiler keeps in registers.
-    pv = sch.get_sblock("pv")
-    sch.set_scope(pv, 0, "local")
-    sch.compute_at(pv, i1)
-    for name in ["row_sum", "expo", "row_max", "qk", "bias_packed"]:
+    for name in ["pv", "row_sum", "row_sum_part", "expo", "row_max", "row_max_part", "qk", "bias_packed"]:
         if _has_block(sch, name):
             sch.compute_at(sch.get_sblock(name), i0)
-    # k is packed once per head (the innermost batch axis), not once per row block.
-    sch.compute_at(sch.get_sblock("k_packed"), lead[-1] if lead else i0)
-    # qk: tiles of RB rows x one vector of keys accumulated over d in registers (a local
-    # buffer), then stored to the block's scores.
-    qk = sch.get_sblock("qk")
-    store = sch.cache_write(qk, 0, "local")
-    qk = sch.get_sblock("qk")   # cache_write returned the store; "qk" now computes into local
+    # k is packed once per head, not once per row block.
+    sch.compute_at(sch.get_sblock("k_packed"), head)
+    outer = len(sch.get_loops(out)) - 2   # the loops every block-local stage is nested in
+    reductions = [_register_tile(sch, "qk", lanes), _lane_partials(sch, "row_max", outer),
+                  _lane_partials(sch, "row_sum", outer), _pv_tile(sch, 2 * lanes)]
+    expo = sch.get_sblock("expo")
+    sch.vectorize(sch.split(sch.get_loops(expo)[-1], factors=[None, lanes])[1])
+    for block, loop in reductions:
+        if loop is not None:
+            init = sch.decompose_reduction(block, loop)
+            sch.vectorize(sch.get_loops(init)[-1])
+    return sch.mod["main"]
+
+
+def _register_tile(sch, name: str, lanes: int):
+    """The scores: tiles of RB rows x one vector of keys accumulated over d in a local buffer
+    (registers), then stored to the block's scores. Returns (block, reduction loop)."""
+    block = sch.get_sblock(name)
+    store = sch.cache_write(block, 0, "local")
+    block = sch.get_sblock(name)   # cache_write returned the store; ``name`` now computes into local
     *_, si, sj = sch.get_loops(store)
     sj0, sj1 = sch.split(sj, factors=[None, lanes])
     sch.reorder(sj0, si, sj1)
     sch.vectorize(sj1)
-    sch.compute_at(qk, sj0)
-    *_, qi, qj, qd = sch.get_loops(qk)
+    sch.compute_at(block, sj0)
+    *_, qi, qj, qd = sch.get_loops(block)
     sch.reorder(qd, qi, qj)
     sch.vectorize(qj)
     sch.unroll(qi)
-    init = sch.decompose_reduction(qk, qd)
-    sch.vectorize(sch.get_loops(init)[-1])
-    expo = sch.get_sblock("expo")
-    ej0, ej1 = sch.split(sch.get_loops(expo)[-1], factors=[None, lanes])
-    sch.vectorize(ej1)
-    # pv: for each key, one row of v (vectorized) scaled by its weight.
+    return block, qd
+
+
+def _lane_partials(sch, name: str, outer: int):
+    """``name_part``: per row, PAD partial results as one vector, updated once per PAD keys.
+    Returns (block, reduction loop), or (block, None) when a single chunk of keys leaves no loop."""
+    part = sch.get_sblock(name + "_part")
+    row, lane, *chunk = sch.get_loops(part)[outer:]   # compute_at drops a loop of one chunk
+    if chunk:
+        sch.reorder(row, chunk[0], lane)
+    sch.vectorize(lane)
+    return part, chunk[0] if chunk else None
+
+
+def _pv_tile(sch, width: int):
+    """The weighted sum of v: for each key, its row of v (``width`` columns at a time, vectors)
+    times the RB rows' weights, accumulated in a local RB x width tile (registers)."""
     pv = sch.get_sblock("pv")
-    *_, pc, pj = sch.get_loops(pv)
-    sch.reorder(pj, pc)
-    sch.vectorize(pc)
-    sch.decompose_reduction(pv, pj)
-    return sch.mod["main"]
+    sch.set_scope(pv, 0, "local")
+    *_, pi, pc, pj = sch.get_loops(pv)
+    ext = sch.get(pc).extent
+    if isinstance(ext, tirx.IntImm) and int(ext) > width and int(ext) % width == 0:
+        pc0, pc1 = sch.split(pc, factors=[None, width])
+        sch.reorder(pc0, pj, pi, pc1)
+        sch.unroll(pc0)
+    else:
+        sch.reorder(pj, pi, pc)
+        pc1 = pc
+    sch.vectorize(pc1)
+    sch.unroll(pi)
+    return pv, pj
 
 
 def _has_block(sch, name: str) -> bool:
