@@ -116,3 +116,23 @@ def test_inputs_changed_in_place_are_seen_by_the_next_call(dtype, offset):
         np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=1e-2, atol=1e-2)
         x *= -2.0
         w[3] = 7.0
+
+
+def test_bfloat16_constant_fill():
+    """A bf16 kernel storing a constant (the ones a bf16 loss's gradient starts from) builds: TVM's
+    bf16 legalization fails on a vectorized constant store, which the elementwise rule now avoids."""
+    from graphdsl.ops.attention import attention
+
+    def body(q, k, v):
+        ones = ops.full(shape=(), value=1.0, dtype="float32").reshape(1, 1, 1, 1).broadcast_to(2, 2, 40, 64)
+        out = attention(q, k, v, scale=0.125, causal=True)
+        return {"ones": ones.astype("bfloat16"), "loss": out.astype("float32").sum()}
+    t = "bf16[2,2,40,64]"
+    graph = gd.grad(gd.trace(body, q=t, k=t, v=t), wrt=["q", "k", "v"], loss="loss")
+    rng = np.random.default_rng(0)
+    feed = {n: rng.standard_normal((2, 2, 40, 64)).astype(graph.inputs[n].type.dtype.np) for n in "qkv"}
+    got, want = backends.compile(graph, "llvm")(feed), backends.compile(graph, "numpy")(feed)
+    assert np.all(got["ones"].astype(np.float32) == 1)
+    for name in ["grad/q", "grad/k", "grad/v"]:
+        np.testing.assert_allclose(got[name].astype(np.float32), want[name].astype(np.float32),
+                                   rtol=2e-2, atol=2e-2, err_msg=name)

@@ -189,6 +189,9 @@ def injective_rule(func, bits: int):
         if not loops:
             continue
         lanes = _lanes(sch.get(block).writes[0].source.dtype, bits)
+        if _bf16_constant(sch, block):
+            _parallel_outer(sch, loops)
+            continue
         last = _extent(sch, loops[-1])
         if len(loops) > 1 and (last is None or last >= lanes):
             _parallel_outer(sch, loops[:-1])
@@ -199,6 +202,13 @@ def injective_rule(func, bits: int):
         sch.vectorize(inner)
         sch.parallel(outer)
     return sch
+
+
+def _bf16_constant(sch, block) -> bool:
+    """A bfloat16 block storing a constant (it reads nothing): TVM 0.27's bf16 legalization fails
+    on a vectorized store of one (a bfloat16 broadcast into uint16 storage), so it stays scalar."""
+    stmt = sch.get(block)
+    return str(stmt.writes[0].source.dtype) == "bfloat16" and not stmt.reads
 
 
 def column_sum_rule(func, bits: int):
