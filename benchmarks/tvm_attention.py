@@ -4,8 +4,10 @@ BERT-mini-shaped attention: q, k, v [8, 4, 128, 64] f32 with a [8, 1, 1, 128] pa
 (the last quarter of the keys hidden), traced with symbolic batch/seq (as the zoo does) and with
 static sizes. Both lowerings are built side by side in one process (the previous one by turning
 the fused path off in backends/tvm/rules/attention.py) and timed in alternating blocks.
+``--dropout P`` gives the attention dropout (the fused kernel redraws the mask from indices; the
+previous lowering applies the dropout op to the [.., Sq, Sk] probabilities).
 
-    .venv/bin/python benchmarks/tvm_attention.py [--reps 30] [--causal]
+    .venv/bin/python benchmarks/tvm_attention.py [--reps 30] [--causal] [--dropout P]
     .venv/bin/python benchmarks/tvm_attention.py --encoder [--reps 15]
     .venv/bin/python benchmarks/tvm_attention.py --backward [--reps 30] [--causal] [--dropout P]
 
@@ -17,8 +19,7 @@ produce it; the encoder itself writes matmul + softmax), fused kernel vs previou
 ``attention_grad`` nodes, as graphdsl.grad makes them), symbolic and static dims: the fused
 backward kernel (kernels/attention_grad.py; one call for the three) vs the decomposition
 lowering (softmax + matmuls per gradient), by turning the fused path off in
-backends/tvm/rules/attention_grad.py. ``--dropout P`` gives that attention dropout (the fused
-kernel redraws the mask from indices; the decomposition applies the dropout op to [.., Sq, Sk]).
+backends/tvm/rules/attention_grad.py (``--dropout P`` as for the forward).
 """
 from __future__ import annotations
 
@@ -42,11 +43,14 @@ from graphdsl.ops.attention import attention, attention_grad
 B, H, S, D = 8, 4, 128, 64
 
 
-def _graph(static: bool, causal: bool):
+def _graph(static: bool, causal: bool, dropout: float = 0.0):
     b, s = (str(B), str(S)) if static else ("batch", "seq")
     qkv = f"f32[{b},{H},{s},{D}]"
-    return gd.trace(lambda q, k, v, bias: attention(q, k, v, bias, scale=D ** -0.5, causal=causal),
-                    q=qkv, k=qkv, v=qkv, bias=f"f32[{b},1,1,{s}]")
+    seed = {"seed": "i32[]"} if dropout else {}
+
+    def attend(q, k, v, bias, seed=None):
+        return attention(q, k, v, bias, seed, scale=D ** -0.5, causal=causal, dropout_p=dropout)
+    return gd.trace(attend, q=qkv, k=qkv, v=qkv, bias=f"f32[{b},1,1,{s}]", **seed)
 
 
 def _grad_graph(static: bool, causal: bool, dropout: float = 0.0):
@@ -116,10 +120,8 @@ def main():
     parser.add_argument("--causal", action="store_true")
     parser.add_argument("--encoder", action="store_true", help="the BERT-mini encoder forward instead")
     parser.add_argument("--backward", action="store_true", help="the gradients w.r.t. q, k, v instead")
-    parser.add_argument("--dropout", type=float, default=0.0, help="with --backward: attention dropout P")
+    parser.add_argument("--dropout", type=float, default=0.0, help="attention dropout P")
     args = parser.parse_args()
-    if args.dropout and not args.backward:
-        parser.error("--dropout needs --backward (the fused forward kernel has no dropout)")
     rng = np.random.default_rng(0)
     feed = {n: rng.standard_normal((B, H, S, D)).astype(np.float32) for n in "qkv"}
     feed["bias"] = np.zeros((B, 1, 1, S), np.float32)
@@ -129,8 +131,8 @@ def main():
         return
     if args.backward:
         feed["g"] = rng.standard_normal((B, H, S, D)).astype(np.float32)   # the output's cotangent
-        if args.dropout:
-            feed["seed"] = np.array(1234, np.int32)
+    if args.dropout:
+        feed["seed"] = np.array(1234, np.int32)
     what = (f"[{B},{H},{S},{D}] + padding bias{' causal' if args.causal else ''}"
             f"{f' dropout {args.dropout}' if args.dropout else ''}")
     for static in (False, True):
@@ -139,7 +141,8 @@ def main():
             _compare(_grad_graph(static, args.causal, args.dropout), feed, args.reps,
                      f"attention grads w.r.t. q, k, v {what} ({dims} dims)", grad_rule, "decomposition")
         else:
-            _compare(_graph(static, args.causal), feed, args.reps, f"attention {what} ({dims} dims)")
+            _compare(_graph(static, args.causal, args.dropout), feed, args.reps,
+                     f"attention {what} ({dims} dims)")
 
 
 if __name__ == "__main__":

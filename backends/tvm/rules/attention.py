@@ -5,11 +5,12 @@
 computed in f32 (f64 for f64 inputs) like the reference, with our safe softmax (fully masked rows
 give zeros) and our dropout kernel drawing the reference's mask over the full [..., Sq, Sk] shape.
 
-On llvm without dropout, when q, k and v share their leading axes and the head dims are
-static, the op is instead one fused kernel (kernels/attention.py) that never stores the
-probabilities in main memory, scheduled here and marked opaque so fusion leaves it whole and the
-schedule pass leaves it as it is. On cuda (and on llvm with ``gpu_kernels_on_cpu``) the op is
-our FlashAttention kernel instead (rules/flash.py).
+On llvm, when q, k and v share their leading axes and the head dims are static, the op is
+instead one fused kernel (kernels/attention.py) that never stores the probabilities in main
+memory (nor, with dropout, the keep mask: it redraws it from each element's index), scheduled
+here and marked opaque so fusion leaves it whole and the schedule pass leaves it as it is. On
+cuda (and on llvm with ``gpu_kernels_on_cpu``) the op is our FlashAttention kernel instead
+(rules/flash.py).
 """
 from __future__ import annotations
 
@@ -30,16 +31,17 @@ OPAQUE = 8   # TVM's kOpaque op pattern: FuseOps never fuses the kernel with its
 
 def _fusable(cx, node) -> bool:
     qt, kt, vt = (n.type for n in node.inputs[:3])
-    return (cx.target_kind == "llvm" and node.attrs["dropout_p"] == 0 and qt.rank >= 3
+    return (cx.target_kind == "llvm" and qt.rank >= 3
             and qt.shape[:-2] == kt.shape[:-2] == vt.shape[:-2]
             and isinstance(qt.shape[-1], int) and isinstance(vt.shape[-1], int))  # vectorized head dims
 
 
-def _fused(cx, node, q, k, v, *bias):
-    """One call of our fused kernel, with its CPU schedule."""
+def _fused(cx, node, q, k, v, *rest):
+    """One call of our fused kernel (inputs q, k, v, [bias], [seed]), with its CPU schedule."""
     a, dt = node.attrs, node.type.dtype.name
-    out = cx.te(fused_attention, q, k, v, *bias, scale=a["scale"], causal=a["causal"],
-                acc=acc_dtype(dt), out_dtype=dt, name="fused_attention")
+    out = cx.te(fused_attention, q, k, v, *rest, scale=a["scale"], causal=a["causal"],
+                dropout_p=a["dropout_p"], salt=a["salt"], acc=acc_dtype(dt), out_dtype=dt,
+                name="fused_attention")
     gv = cx.bb.lookup_binding(out).args[0]
     try:
         func = schedule_fused_attention(cx.bb.get()[gv])
@@ -55,7 +57,7 @@ def _attention(cx, node, q, k, v, *rest):
     if flash.applies(cx, node):
         return flash.attention(cx, node, q, k, v, *rest)
     if _fusable(cx, node):
-        return _fused(cx, node, q, k, v, *rest[:1] if a["has_bias"] else ())
+        return _fused(cx, node, q, k, v, *rest)
     bias = rest[0] if a["has_bias"] else None
     seed = rest[-1] if a["dropout_p"] > 0 else None
     qt, kt, vt = (n.type for n in node.inputs[:3])
