@@ -18,6 +18,7 @@ import pytest
 import backends
 import graphdsl as gd
 from graphdsl.ops.attention import attention
+from tests.attention_formula import attention_f64
 
 H, D, SCALE = 2, 8, 0.35
 # Sizes at the kernels' edges: 70 rows (a block and a bit), 103 keys (causal offset 33: the first
@@ -52,21 +53,9 @@ def _body(**x):
 
 
 def _expected(q, k, v, bias, causal, g):
-    """(out, dq, dk, dv) in float64; rows with no visible key give zeros and no gradient."""
-    q, k, v, g = (a.astype(np.float64) for a in (q, k, v, g))
-    sq, sk = q.shape[-2], k.shape[-2]
-    s = SCALE * q @ np.swapaxes(k, -1, -2)
-    if bias is not None:
-        s = s + bias
-    if causal:
-        s = np.where(np.arange(sk)[None, :] > np.arange(sq)[:, None] + sk - sq, -np.inf, s)
-    top = s.max(-1, keepdims=True)
-    e = np.exp(s - np.where(np.isneginf(top), 0.0, top))
-    total = e.sum(-1, keepdims=True)
-    p = np.where(total > 0, e / np.where(total > 0, total, 1.0), 0.0)
-    dp = g @ np.swapaxes(v, -1, -2)
-    ds = p * (dp - (p * dp).sum(-1, keepdims=True))
-    return p @ v, SCALE * ds @ k, SCALE * np.swapaxes(ds, -1, -2) @ q, np.swapaxes(p, -1, -2) @ g
+    """(out, dq, dk, dv) in float64 (tests/attention_formula.py)."""
+    full = attention_f64(q, k, v, bias, causal, SCALE, g)
+    return full["out"], full["q"], full["k"], full["v"]
 
 
 def _feed(b: int, s: int) -> dict:

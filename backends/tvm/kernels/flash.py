@@ -200,34 +200,33 @@ class _Operands:
         return tirx.Select(keep, x * tirx.const(1.0 / (1.0 - self.dropout_p), self.acc), self.zero)
 
 
-def _copy_rows(sp: _Spmd, ops: _Operands, dst, name: str, coords, first, count, n_rows: int, width: int):
-    """Rows first.. of ins[name] into dst [n_rows, width] (zeros past ``count``), all threads
-    copying consecutive elements."""
+@contextlib.contextmanager
+def _tile_elements(sp: _Spmd, n_rows: int, width: int):
+    """(r, c) over an [n_rows, width] tile, all threads taking consecutive elements (coalesced
+    reads of row-major data)."""
     total = n_rows * width
     with sp.each_thread() as tx:
         with T.serial(0, (total + sp.threads - 1) // sp.threads) as e:
             idx = e * sp.threads + tx
-            r, c = tirx.floordiv(idx, width), tirx.floormod(idx, width)
             with T.If(idx < total):
                 with T.Then():
-                    row = first + r
-                    dst[r, c] = tirx.Select(row < count, ops.row(name, coords, row, c), ops.zero)
+                    yield tirx.floordiv(idx, width), tirx.floormod(idx, width)
+
+
+def _copy_rows(sp: _Spmd, ops: _Operands, dst, name: str, coords, first, count, n_rows: int, width: int):
+    """Rows first.. of ins[name] into dst [n_rows, width] (zeros past ``count``)."""
+    with _tile_elements(sp, n_rows, width) as (r, c):
+        row = first + r
+        dst[r, c] = tirx.Select(row < count, ops.row(name, coords, row, c), ops.zero)
 
 
 def _copy_bias(sp: _Spmd, ops: _Operands, dst, coords, row0, col0, n_rows: int, n_cols: int, pad: int = 0):
     """The bias tile at (row0, col0) into dst [n_rows, n_cols + pad]. The pad columns (zeros) are
     written too, or TVM would compact them away: they keep threads reading a column of the tile
     off each other's shared-memory banks."""
-    width = n_cols + pad
-    total = n_rows * width
-    with sp.each_thread() as tx:
-        with T.serial(0, (total + sp.threads - 1) // sp.threads) as e:
-            idx = e * sp.threads + tx
-            r, c = tirx.floordiv(idx, width), tirx.floormod(idx, width)
-            with T.If(idx < total):
-                with T.Then():
-                    value = ops.bias(coords, row0 + r, col0 + c)
-                    dst[r, c] = tirx.Select(c < n_cols, value, ops.zero) if pad else value
+    with _tile_elements(sp, n_rows, n_cols + pad) as (r, c):
+        value = ops.bias(coords, row0 + r, col0 + c)
+        dst[r, c] = tirx.Select(c < n_cols, value, ops.zero) if pad else value
 
 
 def _key_tiles(ops: _Operands, row0):
