@@ -234,30 +234,14 @@ def _scores_tile(sch, epilogue: str, main: str, lanes: int) -> None:
     j0, j1 = sch.split(j, factors=[None, KEYS])
     sch.reorder(j0, i, j1)
     _vectorize(sch, j1, lanes)
-    prod = sch.get_sblock(main)
-    sch.set_scope(prod, 0, "local")
-    sch.compute_at(prod, j0)
-    *_, pi, pj, pc = sch.get_loops(prod)
-    sch.reorder(pc, pi, pj)
-    _vectorize(sch, pj, lanes, unroll=True)
-    sch.unroll(pi)
-    init = sch.decompose_reduction(prod, pc)
-    _vectorize(sch, sch.get_loops(init)[-1], lanes)
+    _in_registers(sch, sch.get_sblock(main), j0, lanes)
 
 
 def _dq_tile(sch, rows, c, lanes: int) -> None:
     """dq: a block's rows in register tiles of RT rows x the head dim, accumulated over the keys."""
     r0, _ = sch.split(rows, factors=[None, RT])
     _vectorize(sch, c, lanes)
-    block = sch.get_sblock("dq_acc")
-    sch.set_scope(block, 0, "local")
-    sch.compute_at(block, r0)
-    *_, r, c, j = sch.get_loops(block)
-    sch.reorder(j, r, c)
-    _vectorize(sch, c, lanes, unroll=True)
-    sch.unroll(r)
-    init = sch.decompose_reduction(block, j)
-    _vectorize(sch, sch.get_loops(init)[-1], lanes)
+    _in_registers(sch, sch.get_sblock("dq_acc"), r0, lanes)
 
 
 def _summed_tile(sch, name: str, blk, lanes: int) -> None:
@@ -268,14 +252,19 @@ def _summed_tile(sch, name: str, blk, lanes: int) -> None:
     j0, _ = sch.split(j, factors=[None, RT])
     _vectorize(sch, c, lanes)   # before decompose_reduction: TVM checks a vectorized block is a whole reduction
     sch.decompose_reduction(block, blk)
-    share = sch.get_sblock(name + "_block")
-    sch.set_scope(share, 0, "local")
-    sch.compute_at(share, j0)
-    *_, sj, sc, r = sch.get_loops(share)
-    sch.reorder(r, sj, sc)
-    _vectorize(sch, sc, lanes, unroll=True)
-    sch.unroll(sj)
-    init = sch.decompose_reduction(share, r)
+    _in_registers(sch, sch.get_sblock(name + "_block"), j0, lanes)
+
+
+def _in_registers(sch, block, at, lanes: int) -> None:
+    """A tile (rows x columns, reduced over its last loop) accumulated in a local buffer computed
+    at loop ``at``: the reduction outermost, rows unrolled, columns vectorized, the init too."""
+    sch.set_scope(block, 0, "local")
+    sch.compute_at(block, at)
+    *_, rows, cols, red = sch.get_loops(block)
+    sch.reorder(red, rows, cols)
+    _vectorize(sch, cols, lanes, unroll=True)
+    sch.unroll(rows)
+    init = sch.decompose_reduction(block, red)
     _vectorize(sch, sch.get_loops(init)[-1], lanes)
 
 
