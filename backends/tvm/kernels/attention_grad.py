@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from tvm import s_tir, te, tirx, topi
 
-from .attention import PAD, RB, _is_one, _padded
+from .attention import PAD, RB, _has_block, _is_one, _padded
 from .random import kept
 
 RULE = "fused_attention_grad"   # the schedule-rule name the kernel records (see build.schedule_report)
@@ -303,11 +303,3 @@ def _vectorize(sch, loop, lanes: int, unroll: bool = False) -> None:
         sch.vectorize(inner)
         if unroll:
             sch.unroll(outer)
-
-
-def _has_block(sch, name: str) -> bool:
-    try:
-        sch.get_sblock(name)
-        return True
-    except Exception:  # s_tir raises its own error type for a missing block
-        return False
