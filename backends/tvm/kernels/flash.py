@@ -187,9 +187,6 @@ class _Operands:
             out = tirx.Or(out, j > i + (self.sk - self.sq))
         return out
 
-    def exp(self, x):
-        return tirx.exp(x)
-
     def dropped(self, x, l, i, j):
         """x * keep_ij / (1 - p): dropout of element (l, i, j) of the [*L, Sq, Sk] probabilities,
         its mask drawn from the element's flat index exactly as the dropout op draws it."""
@@ -257,15 +254,21 @@ def _dot(sp: _Spmd, n: int, a, b, acc):
 
 
 # -- row kernels: forward, stats, dq ----------------------------------------------------------------
+@contextlib.contextmanager
+def _launch(sp: _Spmd, ops: _Operands, n):
+    """One block per ROWS of ``n`` (query rows, or keys) for each flat lead index: yields the block's
+    (lead index l, its first row or key, l's coordinates)."""
+    per_lead = _ceil_div(n, ROWS)
+    with sp.launch(ops.batches() * per_lead) as bx:
+        l = tirx.floordiv(bx, per_lead)
+        yield l, tirx.floormod(bx, per_lead) * ROWS, ops.coords(l)
+
+
 def _row_kernel(ops: _Operands, a: Attrs, outs: dict, mode: str):
     acc, sp = ops.acc, _Spmd(a.emulate, ROWS)
     d, dv = ops.d, ops.dv
     width = d if mode == "dq" else dv          # of the accumulator: dq, or out
-    row_blocks = _ceil_div(ops.sq, ROWS)
-    with sp.launch(ops.batches() * row_blocks) as bx:
-        l = tirx.floordiv(bx, row_blocks)
-        row0 = tirx.floormod(bx, row_blocks) * ROWS
-        coords = ops.coords(l)
+    with _launch(sp, ops, ops.sq) as (l, row0, coords):
         k_s, v_s = sp.shared([TILE, d], acc), sp.shared([TILE, dv], acc)
         b_s = sp.shared([ROWS, TILE + 1], acc) if "bias" in ops.ins else None   # +1: no bank conflicts
         q_r, o_r = sp.regs(d, acc), sp.regs(width, acc)
@@ -345,7 +348,7 @@ class _RowTile:
         with T.If(m_new[0] > ops.neg_inf):   # else every key so far is hidden: nothing to add
             with T.Then():
                 alpha = sp.scalar(ops.acc)
-                alpha[0] = ops.exp(st[tx, 0] - m_new[0])   # 0 while the running max is -inf
+                alpha[0] = tirx.exp(st[tx, 0] - m_new[0])   # 0 while the running max is -inf
                 st[tx, 0] = m_new[0]
                 st[tx, 1] = st[tx, 1] * alpha[0]
                 st[tx, 2] = st[tx, 2] * alpha[0]
@@ -354,7 +357,7 @@ class _RowTile:
                         o_r[tx, c] = o_r[tx, c] * alpha[0]
                 with sp.unrolled(TILE) as jt:
                     p = sp.scalar(ops.acc)
-                    p[0] = ops.exp(s_r[tx, jt] - m_new[0])
+                    p[0] = tirx.exp(s_r[tx, jt] - m_new[0])
                     st[tx, 1] = st[tx, 1] + p[0]
                     pd = ops.dropped(p[0], self.l, self.i, self.col0 + jt)
                     if mode == "forward":
@@ -371,7 +374,7 @@ class _RowTile:
                 with T.serial(0, TILE) as jt:
                     ds = sp.scalar(ops.acc)
                     dp = ops.dropped(self.g_dot_v(jt), self.l, self.i, self.col0 + jt)
-                    ds[0] = ops.exp(self.score(jt) - st[tx, 0]) * (dp - st[tx, 1]) * ops.scale
+                    ds[0] = tirx.exp(self.score(jt) - st[tx, 0]) * (dp - st[tx, 1]) * ops.scale
                     with sp.unrolled(ops.d) as c:
                         self.o_r[tx, c] = self.o_r[tx, c] + ds[0] * self.k_s[jt, c]
 
@@ -396,11 +399,7 @@ def _row_store(sp, ops: _Operands, mode: str, tx, l, coords, i, o_r, st, outs):
 def _column_kernel(ops: _Operands, a: Attrs, outs: dict):
     acc, sp = ops.acc, _Spmd(a.emulate, ROWS)
     d, dv = ops.d, ops.dv
-    key_blocks = _ceil_div(ops.sk, ROWS)
-    with sp.launch(ops.batches() * key_blocks) as bx:
-        l = tirx.floordiv(bx, key_blocks)
-        col0 = tirx.floormod(bx, key_blocks) * ROWS
-        coords = ops.coords(l)
+    with _launch(sp, ops, ops.sk) as (l, col0, coords):
         q_s, g_s = sp.shared([TILE, d], acc), sp.shared([TILE, dv], acc)
         lse_s, delta_s = sp.shared([TILE], acc), sp.shared([TILE], acc)
         b_s = sp.shared([TILE, ROWS], acc) if "bias" in ops.ins else None
@@ -448,7 +447,7 @@ def _column_tile(sp, ops: _Operands, tx, l, j, row0, q_s, g_s, lse_s, delta_s, b
             s = s + b_s[r, tx]
         p = sp.scalar(ops.acc)
         hidden = tirx.Or(ops.hidden(row0 + r, j), lse_s[r] == ops.neg_inf)
-        p[0] = tirx.Select(hidden, ops.zero, ops.exp(s - lse_s[r]))
+        p[0] = tirx.Select(hidden, ops.zero, tirx.exp(s - lse_s[r]))
         with T.If(p[0] != ops.zero):
             with T.Then():
                 pd = sp.scalar(ops.acc)

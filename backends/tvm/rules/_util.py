@@ -7,6 +7,8 @@ from tvm.relax import op as R
 
 from graphdsl import dtypes as _dt
 
+from ..schedule import RULE_ATTR, RULE_ERRORS
+
 NARROW = ("float16", "bfloat16")
 
 
@@ -45,6 +47,26 @@ def wide(fn):
     def rule(cx, node, x):
         return cx.emit(cast(fn(upcast(x)), node.type.dtype.name))
     return rule
+
+
+OPAQUE = 8   # TVM's kOpaque op pattern: FuseOps never fuses the kernel with its neighbours
+
+
+def own_kernel(cx, out: relax.Expr, rule: str, schedule=None) -> relax.Expr:
+    """Give the kernel that computed ``out`` (one of ours, emitted with ``cx.te``) its own schedule
+    (``schedule(func) -> func``; None: its TIR is already scheduled) and mark it scheduled by
+    ``rule`` and opaque, so that FuseOps and the generic schedule rules leave it whole. A schedule
+    that fails (RULE_ERRORS) leaves the kernel to the generic rules instead."""
+    gv = cx.bb.lookup_binding(out).args[0]
+    func = cx.bb.get()[gv]
+    if schedule is not None:
+        try:
+            func = schedule(func)
+        except RULE_ERRORS:   # e.g. a symbolic head dim
+            return out
+    cx.bb.update_func(gv, func.with_attr("tirx.is_scheduled", True).with_attr(RULE_ATTR, rule)
+                      .with_attr("op_pattern", OPAQUE))
+    return out
 
 
 def axes_list(axis) -> list[int] | None:

@@ -20,13 +20,9 @@ from graphdsl.types import broadcast_shapes
 
 from ..kernels import random as RNG
 from ..kernels.attention import RULE, causal_mask, fused_attention, schedule_fused_attention
-from ..schedule import RULE_ATTR, RULE_ERRORS
 from . import flash
-from ._util import acc_dtype, cast, scalar
+from ._util import acc_dtype, cast, own_kernel, scalar
 from .nn import safe_softmax
-
-
-OPAQUE = 8   # TVM's kOpaque op pattern: FuseOps never fuses the kernel with its neighbours
 
 
 def _fusable(cx, node) -> bool:
@@ -42,14 +38,7 @@ def _fused(cx, node, q, k, v, *rest):
     out = cx.te(fused_attention, q, k, v, *rest, scale=a["scale"], causal=a["causal"],
                 dropout_p=a["dropout_p"], salt=a["salt"], acc=acc_dtype(dt), out_dtype=dt,
                 name="fused_attention")
-    gv = cx.bb.lookup_binding(out).args[0]
-    try:
-        func = schedule_fused_attention(cx.bb.get()[gv])
-    except RULE_ERRORS:   # e.g. a symbolic head dim: the generic schedule rules take the kernel
-        return out
-    cx.bb.update_func(gv, func.with_attr("tirx.is_scheduled", True).with_attr(RULE_ATTR, RULE)
-                      .with_attr("op_pattern", OPAQUE))
-    return out
+    return own_kernel(cx, out, RULE, schedule_fused_attention)
 
 
 def _attention(cx, node, q, k, v, *rest):

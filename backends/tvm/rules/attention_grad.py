@@ -13,10 +13,8 @@ head dims take the decomposition.
 from __future__ import annotations
 
 from ..kernels.attention_grad import RULE, WRT, fused_attention_grad, schedule_fused_attention_grad
-from ..schedule import RULE_ATTR, RULE_ERRORS
 from . import flash
-from ._util import acc_dtype
-from .attention import OPAQUE
+from ._util import acc_dtype, own_kernel
 
 
 def _fusable(node) -> bool:
@@ -50,13 +48,7 @@ def _fused_cpu(cx, node, q, k, v, *rest):
         out = cx.te(fused_attention_grad, q, k, v, *rest, wrt=wrt, scale=a["scale"], causal=a["causal"],
                     dropout_p=a["dropout_p"], salt=a["salt"], acc=acc_dtype(dt), out_dtype=dt,
                     name="fused_attention_grad")
-        gv = cx.bb.lookup_binding(out).args[0]
-        try:
-            func = schedule_fused_attention_grad(cx.bb.get()[gv])
-            cx.bb.update_func(gv, func.with_attr("tirx.is_scheduled", True).with_attr(RULE_ATTR, RULE)
-                              .with_attr("op_pattern", OPAQUE))
-        except RULE_ERRORS:   # the generic schedule rules take the kernel
-            pass
+        own_kernel(cx, out, RULE, schedule_fused_attention_grad)
         grads = [out] if len(wrt) == 1 else [cx.item(out, n) for n in range(len(wrt))]
         cx.memo[key] = dict(zip(wrt, grads))
     return cx.memo[key][a["wrt"]]

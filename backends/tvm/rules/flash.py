@@ -14,11 +14,7 @@ Everything else (the bias gradient, broadcast heads) keeps the unfused lowering.
 from __future__ import annotations
 
 from ..kernels import flash
-from ..schedule import RULE_ATTR
-from ._util import acc_dtype
-
-OPAQUE = 8   # TVM's kOpaque op pattern: FuseOps leaves the kernel whole
-
+from ._util import acc_dtype, own_kernel
 
 def applies(cx, node) -> bool:
     """Whether the flash kernels take this attention / attention_grad node."""
@@ -37,12 +33,7 @@ def applies(cx, node) -> bool:
 
 def _kernel(cx, fn, *args, name: str, **kwargs):
     """Emit a flash kernel and mark it scheduled: the schedule rules and FuseOps leave it alone."""
-    out = cx.te(fn, *args, name=name, emulate=cx.target_kind != "cuda", **kwargs)
-    gv = cx.bb.lookup_binding(out).args[0]
-    func = cx.bb.get()[gv]
-    cx.bb.update_func(gv, func.with_attr("tirx.is_scheduled", True).with_attr(RULE_ATTR, flash.RULE)
-                      .with_attr("op_pattern", OPAQUE))
-    return out
+    return own_kernel(cx, cx.te(fn, *args, name=name, emulate=cx.target_kind != "cuda", **kwargs), flash.RULE)
 
 
 def _common(node) -> dict:
