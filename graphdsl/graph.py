@@ -139,6 +139,11 @@ class Graph:
         from .serialize import graph_to_json
         return graph_to_json(self)
 
+    def structural_hash(self) -> str:
+        """A digest of what the graph computes, blind to source lines, its name and meta."""
+        from .serialize import structural_hash
+        return structural_hash(self)
+
     @staticmethod
     def from_json(text: str) -> "Graph":
         from .serialize import graph_from_json

@@ -120,6 +120,29 @@ def graph_to_json(graph: Graph) -> str:
     return "\n".join(lines) + "\n"
 
 
+def structural_hash(graph: Graph) -> str:
+    """A digest of what the graph computes: ops, attributes, types, constants, wiring and the
+    calling convention (input, parameter and output names, in order).
+
+    Source locations, the graph's name and its meta (where it was traced or imported from) are
+    left out, so a comment added to the model file, or the same model traced from another script,
+    hashes the same. The compile cache and checkpoints key on it.
+    """
+    import hashlib
+    ids = {id(n): i for i, n in enumerate(graph.nodes)}
+    digest = hashlib.sha256()
+    for i, node in enumerate(graph.nodes):
+        row = {"op": node.op, "inputs": [ids[id(x)] for x in node.inputs], "type": str(node.type),
+               "attrs": {k: encode_value(v, f"nodes[{i}].attrs.{k}") for k, v in sorted(node.attrs.items())}}
+        digest.update(json.dumps(row, sort_keys=True, allow_nan=False).encode())
+        digest.update(b"\n")
+    tail = {"inputs": [ids[id(n)] for n in graph.inputs.values()],
+            "params": [ids[id(n)] for n in graph.params.values()],
+            "outputs": [[k, ids[id(v)]] for k, v in graph.outputs.items()]}
+    digest.update(json.dumps(tail, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
 # -- decoding ----------------------------------------------------------------------------------
 def _fail(path: str, message: str, hint: str | None = None):
     raise GraphError(f"bad graph JSON at {path}: {message}", hint=hint)

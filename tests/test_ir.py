@@ -433,3 +433,27 @@ def test_dot_names_every_op_and_styles_sources(graph):
         assert f'"output:{name}" [label=' in dot
     assert "shape=invhouse" in dot and "shape=house" in dot
     assert dot.count(" -> ") == sum(len(n.inputs) for n in graph.nodes) + len(graph.outputs)
+
+
+# -- the structural hash --------------------------------------------------------------------------
+def test_structural_hash_ignores_source_lines_names_and_meta_but_not_the_computation():
+    def f(x, w):
+        return {"y": (x @ w).sum(axis=-1) * 2.0}
+
+    def g(x, w):  # the same computation, on other lines, under another name
+        y = x @ w
+        return {"y": y.sum(axis=-1) * 2.0}
+
+    a = graphdsl.trace(f, x="f32[batch,4]", w="f32[4,3]")
+    b = graphdsl.trace(g, x="f32[batch,4]", w="f32[4,3]")
+    assert a.name != b.name and a.to_json() != b.to_json()
+    assert a.structural_hash() == b.structural_hash()
+    assert Graph(b.outputs, name="other", sources=b.sources(), meta={"source": "elsewhere.onnx"}
+                 ).structural_hash() == a.structural_hash()
+    differ = [graphdsl.trace(lambda x, w: {"y": (x @ w).sum(axis=-1) * 3.0}, x="f32[batch,4]", w="f32[4,3]"),
+              graphdsl.trace(lambda x, w: {"y": (x @ w).sum(axis=0) * 2.0}, x="f32[batch,4]", w="f32[4,3]"),
+              graphdsl.trace(lambda x, w: {"z": (x @ w).sum(axis=-1) * 2.0}, x="f32[batch,4]", w="f32[4,3]"),
+              graphdsl.trace(f, w="f32[4,3]", x="f32[batch,4]"),                    # the inputs' order
+              graphdsl.trace(lambda x, w: {"y": (x @ w).sum(axis=-1) * 2.0}, x="f32[seq,4]", w="f32[4,3]")]
+    hashes = {a.structural_hash(), *(d.structural_hash() for d in differ)}
+    assert len(hashes) == 1 + len(differ)

@@ -104,6 +104,62 @@ def test_cache_hits_skip_compilation(cache_dir):
         np.testing.assert_array_equal(e(feed)["logits"], first(feed)["logits"])
 
 
+MODEL_FILE = """
+import graphdsl as gd
+from graphdsl import ops
+{comment}
+
+def model(w, ids):
+    return {{"out": ops.take(w, ids, axis=0).sum()}}
+
+
+def graph():
+    return gd.trace(model, w="f32[5,8]", ids="i64[batch,3]")
+"""
+
+
+def _import_file(path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cache_survives_edits_that_change_no_computation(cache_dir, tmp_path):
+    """The same model traced from two files, one with a comment block above it: one compile; the
+    second file's graph hits the disk entry, and its errors name the second file's lines."""
+    from backends.tvm import cache
+    first = tmp_path / "model_a.py"
+    second = tmp_path / "model_b.py"
+    first.write_text(MODEL_FILE.format(comment=""))
+    second.write_text(MODEL_FILE.format(comment="# a comment\n# and another\n# moving every line down"))
+    g1, g2 = _import_file(first).graph(), _import_file(second).graph()
+    assert g1.to_json() != g2.to_json() and g1.structural_hash() == g2.structural_hash()
+    before = dict(cache.STATS)
+    backends.compile(g1, "llvm")
+    assert cache.LAST["event"] == "miss"
+    cache.clear_memory()                                     # as in a new process
+    exe2 = backends.compile(g2, "llvm")
+    assert cache.LAST["event"] == "disk"
+    assert cache.STATS["compiles"] == before["compiles"] + 1
+    w = np.ones((5, 8), np.float32)
+    assert float(exe2(w=w, ids=np.array([[0, 1, 4]]))["out"]) == 24.0
+    with pytest.raises(GraphDSLError) as info:
+        exe2(w=w, ids=np.array([[0, 1, 9]]))
+    assert info.value.loc.file.endswith("model_b.py") and info.value.loc.line == 9
+
+
+def test_cache_hits_and_misses_are_logged(cache_dir, caplog):
+    import logging
+    g = gd.trace(lambda x: {"y": x * 3.0}, x="f32[4]")
+    with caplog.at_level(logging.INFO, logger="graphdsl.cache"):
+        backends.compile(g, "llvm")
+        backends.compile(g, "llvm")
+    lines = [r.getMessage() for r in caplog.records if r.name == "graphdsl.cache"]
+    assert "miss: compiling" in lines[0] and "hit in memory" in lines[1], lines
+
+
 def test_cache_key_covers_the_target_and_the_graph(cache_dir):
     from backends.tvm import cache
     from backends.tvm.target import make_target

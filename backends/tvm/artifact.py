@@ -83,10 +83,10 @@ def load(directory, *, graph: Graph | None = None, check_versions: bool = True):
                             hint="recompile it with this installation")
     cuda = meta["target"] == "cuda"
     module = None if cuda and not gpu_available() else tvm.runtime.load_module(str(directory / MODULE))
-    common = dict(target=meta["target"], tvm_target=meta["tvm_target"],
-                  range_checks=_checks.from_json(meta["range_checks"]),
-                  slice_checks=_checks.from_json(meta["slice_checks"]))
     graph = graph or Graph.from_json(graph_text)
+    common = dict(target=meta["target"], tvm_target=meta["tvm_target"],
+                  range_checks=_checks.rebind(_checks.from_json(meta["range_checks"]), graph),
+                  slice_checks=_checks.rebind(_checks.from_json(meta["slice_checks"]), graph))
     exe = CudaExecutable(graph, module, arch=meta["arch"], **common) if cuda else TVMExecutable(graph, module, **common)
     exe.load_extra_files(directory)
     exe.artifact_dir = directory

@@ -7,7 +7,7 @@ returns as an extra output; a SliceCheck needs only the sizes of the symbolic di
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -39,6 +39,7 @@ class RangeCheck:
     kind: str = "index"
     ignore_index: int | None = None
     loc: dict | None = None
+    node: int | None = None       # index in graph.nodes of the node checked (see rebind)
 
     def verify(self, lo_hi: np.ndarray, env: dict) -> None:
         n = _size(self.size, env)
@@ -66,6 +67,7 @@ class SliceCheck:
     start: str
     stop: str
     loc: dict | None = None
+    node: int | None = None
 
     def verify(self, env: dict) -> None:
         n, a, b = (_size(v, env) for v in (self.size, self.start, self.stop))
@@ -81,6 +83,15 @@ def range_check(node, axis: int, size, kind: str = "index", ignore_index: int | 
 
 def slice_check(node, size, start, stop) -> SliceCheck:
     return SliceCheck(node.op, node.attrs["axis"], str(size), str(start), str(stop), _loc_to_dict(node.loc))
+
+
+def rebind(checks, graph) -> list:
+    """The checks with the source lines of ``graph``'s nodes: a cached module serves every graph
+    with the same structural hash (the same nodes in the same order), and its errors must point at
+    the lines of the graph it is called for, not of the one it was compiled from."""
+    nodes = graph.nodes
+    return [replace(c, loc=_loc_to_dict(nodes[c.node].loc)) if c.node is not None and c.node < len(nodes)
+            else c for c in checks]
 
 
 def to_json(checks) -> list[dict]:

@@ -126,8 +126,10 @@ class TVMExecutable(Executable):
 
     def with_graph(self, graph: Graph) -> "TVMExecutable":
         """The same compiled module, checking calls against ``graph`` (an equal graph)."""
+        from .checks import rebind
         other = copy.copy(self)
         other.graph, other._vm = graph, None
+        other.range_checks, other.slice_checks = rebind(self.range_checks, graph), rebind(self.slice_checks, graph)
         other._staging, other._staged_ptrs, other._last = {}, set(), {}
         return other
 

@@ -7,7 +7,7 @@ variables, so one build serves every size of ``batch`` or ``seq``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import tvm
 from tvm import relax, tirx
@@ -45,6 +45,7 @@ class Ctx:
         self.vals: dict[int, relax.Expr] = {}      # id(node) -> its lowered value
         self.users: dict[int, list[Node]] = {}     # id(node) -> nodes using it
         self.outputs: set[int] = set()             # ids of the graph's output nodes
+        self.node_index: int | None = None         # position in graph.nodes of the node being lowered
 
     def value(self, node: Node) -> relax.Expr:
         """The lowered value of an earlier node (for rules that look through their inputs)."""
@@ -93,7 +94,11 @@ class Ctx:
 
     def add_check(self, lo_hi: relax.Expr, check: RangeCheck) -> None:
         """Return ``lo_hi`` (the indices' [min, max]) as an extra output, verified after every call."""
-        self.checks.append((lo_hi, check))
+        self.checks.append((lo_hi, replace(check, node=self.node_index)))
+
+    def add_slice_check(self, check: SliceCheck) -> None:
+        """Check a symbolic slice's bounds before every call."""
+        self.slice_checks.append(replace(check, node=self.node_index))
 
 
 def lower(graph: Graph, target_kind: str = "llvm", *, gpu_kernels_on_cpu: bool = False) -> Lowered:
@@ -111,9 +116,10 @@ def lower(graph: Graph, target_kind: str = "llvm", *, gpu_kernels_on_cpu: bool =
     cx.users, cx.outputs = graph.users(), {id(n) for n in graph.outputs.values()}
     with cx.bb.function("main", params):
         with cx.bb.dataflow():
-            for node in graph.nodes:
+            for index, node in enumerate(graph.nodes):
                 if id(node) in vals:
                     continue
+                cx.node_index = index
                 args = [vals[id(i)] for i in node.inputs]
                 try:
                     vals[id(node)] = lower_value(cx, node, args)

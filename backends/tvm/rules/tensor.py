@@ -31,7 +31,7 @@ def check_range(cx, node, indices: relax.Expr, size, axis: int, kind: str = "ind
 def _check_slice(cx, node, size, start, stop, step) -> None:
     """A slice typed on a symbolic dim assumed the dim was large enough: check it per call."""
     if step > 0 and any(isinstance(v, Dim) for v in (size, start, stop)):
-        cx.slice_checks.append(slice_check(node, size, start, stop))
+        cx.add_slice_check(slice_check(node, size, start, stop))
 
 
 # -- linear algebra, shapes, reductions --------------------------------------------------------------
