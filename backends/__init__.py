@@ -32,6 +32,24 @@ def compile(graph: Graph, target: str = "numpy", **options) -> Executable:
     return module.compile(graph, **options)
 
 
+def load(directory) -> Executable:
+    """The executable saved in ``directory`` (``exe.save(DIR)``, ``graphdsl compile -o DIR``), without
+    compiling. Weights bundled there (``graphdsl compile --weights``) are bound: the executable then
+    needs only the inputs. Loading runs the native code in the directory: load what you built."""
+    import json
+    from pathlib import Path
+    meta = Path(directory) / "meta.json"
+    try:
+        fmt = json.loads(meta.read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        raise TargetError(f"{str(directory)!r} is not a compiled graphdsl module (no readable meta.json)",
+                          hint="create one with `graphdsl compile MODEL --target llvm -o DIR`") from None
+    if fmt == "graphdsl-tvm-artifact":
+        from .tvm.artifact import load as load_tvm
+        return load_tvm(directory)
+    raise TargetError(f"{meta}: unknown artifact format {fmt!r}")
+
+
 from .compare import compare  # noqa: E402  (after compile, which it calls)
 
-__all__ = ["compile", "compare", "Executable", "TARGETS", "bind_inputs"]
+__all__ = ["compile", "compare", "load", "Executable", "TARGETS", "bind_inputs"]

@@ -118,6 +118,7 @@ class Executable(abc.ABC):
 
     def __init__(self, graph: Graph):
         self.graph = graph
+        self.weights: dict[str, np.ndarray] = {}    # parameter values used when a call omits them
 
     @property
     def input_names(self) -> list[str]:
@@ -132,8 +133,17 @@ class Executable(abc.ABC):
         return list(self.graph.outputs)
 
     def __call__(self, *args, **kwargs) -> dict[str, np.ndarray]:
+        if self.weights:
+            if len(args) == 1 and isinstance(args[0], Mapping):
+                args, kwargs = (), {**args[0], **kwargs}
+            kwargs = {**self.weights, **kwargs}
         arrays, env = bind_inputs(self.graph, args, kwargs)
         return self.run(arrays, env)
+
+    def bind_weights(self, params: Mapping[str, np.ndarray]) -> "Executable":
+        """Keep parameter values, so calls need only the inputs (given ones still win)."""
+        self.weights = dict(params)
+        return self
 
     @abc.abstractmethod
     def run(self, arrays: dict[str, np.ndarray], env: dict[str, int]) -> dict[str, np.ndarray]:

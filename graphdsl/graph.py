@@ -150,8 +150,9 @@ class Graph:
         return graph_from_json(text)
 
     def save(self, path) -> None:
-        from pathlib import Path
-        Path(path).write_text(self.to_json())
+        """Write the JSON to a temporary sibling, then rename it into place (never half a file)."""
+        from .files import atomic_write_text
+        atomic_write_text(path, self.to_json())
 
     @staticmethod
     def load(path) -> "Graph":

@@ -36,7 +36,8 @@ is transposed; embeddings and LayerNorms are not. ``{i}`` is the layer index.
     nsp.*                                      cls.seq_relationship.*                                T
 
 (``*`` is ``weight`` and ``bias``; older HF checkpoints name LayerNorm's ``gamma``/``beta``.)
-``BertModel`` alone (the ``bert.`` subtree) is the backbone the fine-tuning heads reuse.
+``BertModel`` alone (the ``bert.`` subtree) is the backbone the fine-tuning heads reuse;
+``trace_backbone(model)`` traces it alone (last hidden states, e.g. for sentence embeddings).
 """
 from __future__ import annotations
 
@@ -195,6 +196,26 @@ def trace_forward(model: BertForPreTraining) -> gd.Graph:
     """The inference graph: (input_ids, token_type_ids, attention_mask) -> mlm_logits, nsp_logits."""
     return gd.trace(model.forward, name="bert_forward", input_ids=IDS, token_type_ids=IDS,
                     attention_mask=IDS)
+
+
+def trace_backbone(model: BertModel | BertForPreTraining, *, token_types: bool = True) -> gd.Graph:
+    """The encoder alone, for embeddings: (input_ids, token_type_ids, attention_mask) ->
+    ``hidden`` [batch, seq, hidden] (the last hidden states, transformers' ``last_hidden_state``)
+    and ``pooled`` [batch, hidden] (``pooler_output``).
+
+    Traced without dropout (this puts ``model`` in eval mode). The parameters keep the model's
+    names: ``embeddings.*`` for a BertModel (what ``hf.load_hf`` gives for a bare checkpoint),
+    ``bert.*`` for a BertForPreTraining (whose heads the graph does not use, so feed it only the
+    ``bert.*`` params). ``token_types=False`` leaves out the token_type_ids input (segment 0 everywhere).
+    """
+    backbone = model.bert if isinstance(model, BertForPreTraining) else model
+
+    def bert_backbone(input_ids, attention_mask, token_type_ids=None):
+        hidden, pooled = backbone(input_ids, token_type_ids, attention_mask)
+        return {"hidden": hidden, "pooled": pooled}
+    types = {"token_type_ids": IDS} if token_types else {}
+    return gd.trace(bert_backbone, params=model, training=False, name="bert_backbone", input_ids=IDS,
+                    **types, attention_mask=IDS)
 
 
 @functools.lru_cache(maxsize=None)

@@ -15,8 +15,9 @@ Graphs (all with symbolic batch and sequence lengths):
                                                                 -> logits, log_probs, present_key.i/value.i
 
 ``log_probs`` is the log-softmax of the last position, ``[batch, vocab]``; the ``present`` caches
-are ``[batch, heads, past+new, head_dim]``. ``gpt_step(model, params)`` wraps the compiled prefill
-and decode graphs as the step function of models/decoding.py (greedy, beam search).
+are ``[batch, heads, past+new, head_dim]``. ``gpt_step(model, params, opt_level=2)`` wraps the prefill
+and decode graphs, optimized by the passes and compiled, as the step function of
+models/decoding.py (greedy, beam search).
 
 Parameter names and their Hugging Face GPT2LMHeadModel counterparts (``transformer.`` prefix;
 HF's Conv1D stores ``[in, out]`` weights like our Linear, so no transposes):
@@ -201,15 +202,17 @@ class GPTStep:
 
     ``step(ids [n, t], cache) -> (log_probs [n, vocab], cache)``: with ``cache=None`` the ids are
     the prompt (prefill), else the tokens that follow the cached ones. The cache is a dict
-    ``{"key.i", "value.i": [n, heads, length, head_dim]}``, batch on axis 0.
+    ``{"key.i", "value.i": [n, heads, length, head_dim]}``, batch on axis 0. Both graphs are
+    optimized by ``passes.optimize(graph, opt_level)`` before compiling (2: fused attention).
     """
 
-    def __init__(self, model: GPT, params: dict[str, np.ndarray], target: str = "numpy"):
+    def __init__(self, model: GPT, params: dict[str, np.ndarray], target: str = "numpy", opt_level: int = 2):
         import backends
+        import passes
         self.config = model.config
         self.params = dict(params)
-        self.prefill = backends.compile(prefill_graph(model), target)
-        self.decode = backends.compile(decode_graph(model), target)
+        self.prefill = backends.compile(passes.optimize(prefill_graph(model), opt_level), target)
+        self.decode = backends.compile(passes.optimize(decode_graph(model), opt_level), target)
 
     def __call__(self, ids, cache):
         ids = np.asarray(ids, dtype=np.int64)
@@ -227,9 +230,9 @@ class GPTStep:
         return out["log_probs"], new_cache
 
 
-def gpt_step(model: GPT, params: dict[str, np.ndarray], target: str = "numpy") -> GPTStep:
-    """GPT's step function for ``decoding.greedy`` / ``decoding.beam_search`` (compiles once)."""
-    return GPTStep(model, params, target)
+def gpt_step(model: GPT, params: dict[str, np.ndarray], target: str = "numpy", opt_level: int = 2) -> GPTStep:
+    """GPT's step function for ``decoding.greedy`` / ``decoding.beam_search`` (optimizes and compiles once)."""
+    return GPTStep(model, params, target, opt_level)
 
 
 # -- data: continue the stories of the built-in corpus ------------------------------------------

@@ -1,8 +1,11 @@
 """Hugging Face interop: load ``transformers`` BERT and GPT-2 weights into our models, and back.
 
     model, params = load_hf(hf_model)                # BertForPreTraining -> ours; GPT2LMHeadModel -> GPT
+    model, params = load_hf("ckpt/")                 # a bare BertModel checkpoint -> our bert.BertModel
+    model, params = load_hf(src, backbone=True)      # just the encoder of a BertForPreTraining
     params = params_from_hf("ckpt/")                 # a save_pretrained directory (config.json + safetensors)
     params = params_from_hf(state_dict, config)      # a state dict (torch tensors or arrays) + a config
+    save_pretrained(model, params, "out/")           # config.json + model.safetensors for from_pretrained
     save_hf_safetensors(params, config, "model.safetensors")   # our weights under Hugging Face's names
 
 The name tables are those in the docstrings of models/bert.py and models/gpt.py. Each Hugging Face
@@ -14,10 +17,16 @@ skipped; old names (LayerNorm ``gamma``/``beta``, GPT-2 without the ``transforme
 BertModel without ``bert.``) are understood. Whatever does not fit is ONE error that lists every
 missing, unexpected and mis-shaped tensor.
 
+A bare backbone (a transformers ``BertModel``, as sentence-transformers checkpoints are) loads
+into our ``models.bert.BertModel``, whose parameter names lack the ``bert.`` prefix; a GPT2Model
+loads into our GPT, whose only head is tied to ``wte`` and adds no parameter. ``save_pretrained``
+writes what ``from_pretrained`` reads (the config.json part is models/hf_save.py).
+
 torch, transformers and safetensors (the ``interop`` extra) are imported inside the functions.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +35,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from graphdsl.errors import GraphDSLError
+from graphdsl.files import atomic_write as write_atomic
 
-from .bert import BertConfig, BertForPreTraining
+from .bert import BertConfig, BertForPreTraining, BertModel
 from .gpt import GPT, GPTConfig
+from .hf_save import config_to_hf, prepare_directory
 
 
 @dataclass(frozen=True)
@@ -92,15 +103,19 @@ FAMILIES = {"bert": (BertConfig, BertForPreTraining, _bert_rules),
 _BUFFERS = re.compile(r"(^|\.)position_ids$|\.attn\.(masked_)?bias$")
 
 
-def rules_for(config: BertConfig | GPTConfig, *, backbone_only: bool = False) -> list[Rule]:
-    """Every rule of a model with ``config``'s layer count; ``backbone_only`` keeps BERT's ``bert.*``."""
+def rules_for(config: BertConfig | GPTConfig, *, backbone_only: bool = False, bare: bool = False) -> list[Rule]:
+    """Every rule of a model with ``config``'s layer count; ``backbone_only`` keeps BERT's ``bert.*``,
+    ``bare`` also drops that prefix on both sides (transformers' BertModel and our bert.BertModel)."""
     family = family_of_config(config)
     top, layer = FAMILIES[family][2]()
     n = config.num_layers if family == "bert" else config.n_layer
     rules = top + [Rule(r.hf.format(i=i), tuple(x.format(i=i) for x in r.ours), r.kind)
                    for i in range(n) for r in layer]
-    if backbone_only and family == "bert":
+    if (backbone_only or bare) and family == "bert":
         rules = [r for r in rules if r.hf.startswith("bert.")]
+    if bare and family == "bert":
+        rules = [Rule(r.hf.removeprefix("bert."), tuple(x.removeprefix("bert.") for x in r.ours), r.kind)
+                 for r in rules]
     return rules
 
 
@@ -191,17 +206,28 @@ def to_numpy(v) -> np.ndarray:
     return np.asarray(v)
 
 
-def _normalize_names(state: dict[str, np.ndarray], family: str) -> dict[str, np.ndarray]:
-    """Old and bare-model names to BertForPreTraining / GPT2LMHeadModel names."""
+def _normalize_names(state: dict[str, np.ndarray], family: str) -> tuple[dict[str, np.ndarray], str]:
+    """Old and bare-model names to BertForPreTraining / GPT2LMHeadModel names, and the prefix
+    added to a bare model's names ("" when none was)."""
     out = {}
     bare = (family == "gpt2" and "wte.weight" in state) or \
         (family == "bert" and "embeddings.word_embeddings.weight" in state)
+    prefix = ("transformer." if family == "gpt2" else "bert.") if bare else ""
     for k, v in state.items():
         k = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", k))
         if bare and not k.startswith(("cls.", "lm_head.")):
-            k = ("transformer." if family == "gpt2" else "bert.") + k
+            k = prefix + k
         out[k] = v
-    return out
+    return out, prefix
+
+
+def is_backbone_state(state: Mapping, family: str) -> bool:
+    """Whether BERT weights hold the encoder alone (every tensor under ``bert.``, or a bare
+    BertModel's names): no pretraining or task head. Always False for GPT-2, whose head is tied."""
+    if family != "bert":
+        return False
+    names, _ = _normalize_names({k: None for k in state if not _BUFFERS.search(k)}, family)
+    return bool(names) and all(k.startswith("bert.") for k in names)
 
 
 def params_from_hf(source: Any, config=None, *, backbone_only: bool = False) -> dict[str, np.ndarray]:
@@ -209,15 +235,16 @@ def params_from_hf(source: Any, config=None, *, backbone_only: bool = False) -> 
 
     ``config``: ours or a transformers config; taken from the model object or directory when not
     given. ``backbone_only`` reads only BERT's ``bert.*`` tensors (e.g. from a BertModel) and
-    ignores its heads. Raises one GraphDSLError listing every missing, unexpected and mis-shaped tensor.
+    ignores its heads (``cls.*``, ``classifier.*``, ...); the names keep the ``bert.`` prefix.
+    Raises one GraphDSLError listing every missing, unexpected and mis-shaped tensor.
     """
     state, hf_config = read_state(source)
     config = _our_config(config if config is not None else hf_config)
     family = family_of_config(config)
-    state = _normalize_names({k: v for k, v in state.items() if not _BUFFERS.search(k)}, family)
+    state, added = _normalize_names({k: v for k, v in state.items() if not _BUFFERS.search(k)}, family)
     rules = rules_for(config, backbone_only=backbone_only)
     shapes = {k: tuple(p.shape) for k, p in FAMILIES[family][1](config).parameters().items()}
-    _check(state, rules, shapes, config, family, backbone_only)
+    _check(state, rules, shapes, config, family, backbone_only, added)
     dtype = np.dtype(config.dtype)
     params: dict[str, np.ndarray] = {}
     for r in rules:
@@ -241,39 +268,62 @@ def _hf_shape(r: Rule, shapes: Mapping[str, tuple]) -> tuple:
     return s
 
 
-def _check(state, rules, shapes, config, family, backbone_only) -> None:
+def _check(state, rules, shapes, config, family, backbone_only, added="") -> None:
+    """One error for every tensor that does not fit; names are shown as the checkpoint spells
+    them (without the ``added`` prefix ``_normalize_names`` gave a bare model's names)."""
+    def shown(k: str) -> str:
+        return k.removeprefix(added) if added else k
     known = {r.hf for r in rules}
-    missing = [r.hf for r in rules if r.hf not in state and r.kind != "tied"]
-    ignored = ("cls.",) if backbone_only and family == "bert" else ()
-    unexpected = [k for k in state if k not in known and not (ignored and k.startswith(ignored))]
-    bad = [f"{r.hf}: got {tuple(state[r.hf].shape)}, expected {_hf_shape(r, shapes)}"
+    missing = [shown(r.hf) for r in rules if r.hf not in state and r.kind != "tied"]
+    heads_ignored = backbone_only and family == "bert"                    # everything outside bert.*
+    unexpected = [shown(k) for k in state if k not in known and not (heads_ignored and not k.startswith("bert."))]
+    bad = [f"{shown(r.hf)}: got {tuple(state[r.hf].shape)}, expected {_hf_shape(r, shapes)}"
            for r in rules if r.hf in state and tuple(state[r.hf].shape) != _hf_shape(r, shapes)]
     untied = []
     for r in (r for r in rules if r.kind == "tied" and r.hf in state):   # a tied copy must equal its source
         src = next(x.hf for x in rules if x.ours == r.ours and x.kind != "tied")
         a, b = state[r.hf], state.get(src)
         if b is not None and a.shape == b.shape and not np.array_equal(a, b):
-            untied.append(f"{r.hf} differs from {src}, which it is tied to in our model")
+            untied.append(f"{shown(r.hf)} differs from {shown(src)}, which it is tied to in our model")
     if missing or unexpected or bad or untied:
         head = (f"Hugging Face {family} weights do not fit {config}: {len(missing)} missing, "
                 f"{len(unexpected)} unexpected, {len(bad)} mis-shaped")
         head += f", {len(untied)} untied" if untied else ""
         lines = [head, *(f"  missing:    {k}" for k in missing), *(f"  unexpected: {k}" for k in unexpected),
                  *(f"  mis-shaped: {k}" for k in bad), *(f"  untied:     {k}" for k in untied)]
-        raise GraphDSLError("\n".join(lines),
-                            hint="build our config from the checkpoint's own (config_from_hf(hf_model.config))")
+        hint = "build our config from the checkpoint's own (config_from_hf(hf_model.config))"
+        if family == "bert" and not backbone_only and missing and all(k.startswith("cls.") for k in missing):
+            hint = "it has no pretraining heads: load its encoder alone with load_hf(source, backbone=True)"
+        raise GraphDSLError("\n".join(lines), hint=hint)
 
 
-def load_hf(source: Any, config=None, *, dtype: str = "float32"):
-    """``(module, params)``: our BertForPreTraining or GPT built from the Hugging Face config, and
-    its parameters from the Hugging Face weights."""
+def load_hf(source: Any, config=None, *, dtype: str = "float32", backbone: bool | None = None):
+    """``(module, params)``: our model built from the Hugging Face config, and its parameters
+    from the Hugging Face weights (``source`` as for ``read_state``, ``config`` as for
+    ``params_from_hf``). ``set(params) == set(module.init(0))``.
+
+    BERT: a checkpoint with its heads (BertForPreTraining) gives our BertForPreTraining; one
+    without any head (a bare transformers BertModel, e.g. a sentence-transformers model) gives
+    our ``models.bert.BertModel``, names without ``bert.`` (``embeddings.word.weight``).
+    ``backbone=True`` returns that BertModel from any BERT checkpoint (its heads are ignored),
+    ``backbone=False`` insists on the full model (a bare checkpoint is then an error); None
+    decides from the tensors. GPT-2: always our GPT, from GPT2LMHeadModel and GPT2Model alike:
+    GPT2Model has no lm_head, but GPT2LMHeadModel's is tied to ``wte``, so our GPT with its tied
+    head is the same backbone plus ``h @ wte^T``, with the same parameters; ``backbone`` changes
+    nothing there.
+    """
     state, hf_config = read_state(source)
     config = config if config is not None else hf_config
     if config is not None and not isinstance(config, (BertConfig, GPTConfig)):
         config = config_from_hf(config, dtype=dtype)
     config = _our_config(config)
-    module = FAMILIES[family_of_config(config)][1](config)
-    return module, params_from_hf(state, config)
+    family = family_of_config(config)
+    if backbone is None:
+        backbone = is_backbone_state(state, family)
+    if family == "bert" and backbone:
+        params = params_from_hf(state, config, backbone_only=True)
+        return BertModel(config), {k.removeprefix("bert."): v for k, v in params.items()}
+    return FAMILIES[family][1](config), params_from_hf(state, config)
 
 
 # -- writing weights -------------------------------------------------------------------------------
@@ -281,15 +331,20 @@ def hf_state_dict(params: Mapping[str, np.ndarray], config: BertConfig | GPTConf
                   tied: bool = True) -> dict[str, np.ndarray]:
     """Our parameters under Hugging Face's names (the inverse of ``params_from_hf``); ``tied``
     includes the tied copies (``cls.predictions.decoder.*``, ``lm_head.weight``) as
-    ``model.state_dict()`` has them."""
+    ``model.state_dict()`` has them. The params of our bare ``bert.BertModel`` (no ``bert.``
+    prefix) give a transformers BertModel's names (no prefix either)."""
     out = {}
-    for r in rules_for(config):
+    for r in rules_for(config, bare=_is_bare_bert_params(params, config)):
         if r.kind == "tied" and not tied:
             continue
         parts = [np.asarray(params[name]) for name in r.ours]
         a = parts[0].T if r.kind == "T" else np.concatenate(parts, axis=-1) if r.kind == "qkv" else parts[0]
         out[r.hf] = np.ascontiguousarray(a)
     return out
+
+
+def _is_bare_bert_params(params: Mapping, config) -> bool:
+    return isinstance(config, BertConfig) and "embeddings.word.weight" in params
 
 
 def save_hf_safetensors(params: Mapping[str, np.ndarray], config: BertConfig | GPTConfig,
@@ -299,3 +354,62 @@ def save_hf_safetensors(params: Mapping[str, np.ndarray], config: BertConfig | G
     path = Path(path)
     save_file(hf_state_dict(params, config, tied=tied), str(path), metadata={"format": "pt"})
     return path
+
+
+# -- save_pretrained -------------------------------------------------------------------------------
+_ARCHITECTURES = ((BertForPreTraining, "BertForPreTraining"), (BertModel, "BertModel"), (GPT, "GPT2LMHeadModel"))
+
+
+def save_pretrained(model_or_config: Any, params: Mapping[str, np.ndarray], directory: str | Path) -> Path:
+    """Write ``directory/config.json`` and ``directory/model.safetensors`` as transformers'
+    ``save_pretrained`` does, so ``from_pretrained(directory)`` loads our weights; returns the directory.
+
+    ``model_or_config``: our BertForPreTraining (-> transformers BertForPreTraining), our
+    bert.BertModel (-> BertModel) or GPT (-> GPT2LMHeadModel), or their config (a BertConfig
+    with BertModel's names in ``params`` means BertModel). ``params`` must be exactly that
+    module's (``module.init(0)``'s names and shapes); they are written in ``config.dtype``,
+    without the tied copies, as transformers writes them. The directory is created when
+    missing; each file goes to a temporary sibling first and is renamed into place; other
+    files there are left alone. ``load_hf(directory)`` gives back the same module and params.
+    """
+    module = _module_to_save(model_or_config, params)
+    config, architecture = module.config, next(name for cls, name in _ARCHITECTURES if isinstance(module, cls))
+    _check_ours(module, params)
+    dtype = np.dtype(config.dtype)
+    state = hf_state_dict({k: np.asarray(v, dtype=dtype) for k, v in params.items()}, config, tied=False)
+    text = json.dumps(config_to_hf(config, architecture), indent=2, sort_keys=True) + "\n"
+    from safetensors.numpy import save_file
+    directory = prepare_directory(directory)
+    write_atomic(directory / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    write_atomic(directory / "config.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return directory
+
+
+def _module_to_save(model_or_config: Any, params: Mapping):
+    if isinstance(model_or_config, tuple(cls for cls, _ in _ARCHITECTURES)):
+        return model_or_config
+    if isinstance(model_or_config, BertConfig):
+        bare = _is_bare_bert_params(params, model_or_config)
+        return (BertModel if bare else BertForPreTraining)(model_or_config)
+    if isinstance(model_or_config, GPTConfig):
+        return GPT(model_or_config)
+    raise GraphDSLError(f"save_pretrained has no transformers class for a {type(model_or_config).__name__}",
+                        hint="pass our BertForPreTraining, bert.BertModel or GPT (or a BertConfig / GPTConfig); "
+                             "for a fine-tuned model, save its backbone: model.bert with its bert.* params, "
+                             "the prefix removed")
+
+
+def _check_ours(module, params: Mapping) -> None:
+    """One error for every parameter of ``module`` that ``params`` lacks, has extra or mis-shaped."""
+    shapes = {k: tuple(p.shape) for k, p in module.parameters().items()}
+    missing = [k for k in shapes if k not in params]
+    unexpected = [k for k in params if k not in shapes]
+    bad = [f"{k}: got {tuple(np.shape(v))}, expected {shapes[k]}"
+           for k, v in params.items() if k in shapes and tuple(np.shape(v)) != shapes[k]]
+    if missing or unexpected or bad:
+        lines = [f"params do not fit our {type(module).__name__}: {len(missing)} missing, "
+                 f"{len(unexpected)} unexpected, {len(bad)} mis-shaped",
+                 *(f"  missing:    {k}" for k in missing), *(f"  unexpected: {k}" for k in unexpected),
+                 *(f"  mis-shaped: {k}" for k in bad)]
+        raise GraphDSLError("\n".join(lines), hint=f"pass the params of this {type(module).__name__} "
+                            "(module.init(0) has its names), or the module they belong to")

@@ -196,16 +196,19 @@ class Seq2SeqStep:
     values once, and runs the decoder over the prompts ``ids`` (one per source, usually
     ``[[BOS]]``). Later calls run one decoder step. The cache, rows on axis 0 so beam search can
     reorder it, holds ``src_mask``, ``memory_key.i``/``memory_value.i`` and ``key.i``/``value.i``.
+    Both graphs are optimized by ``passes.optimize(graph, opt_level)`` before compiling (2: fused
+    attention).
     """
 
     def __init__(self, model: Seq2Seq, params: dict[str, np.ndarray], src_ids, src_mask,
-                 target: str = "numpy"):
+                 target: str = "numpy", opt_level: int = 2):
         import backends
+        import passes
         self.config = model.config
         self.src_ids = np.asarray(src_ids, np.int64)
         self.src_mask = np.asarray(src_mask, np.int64)
-        self.prefill = backends.compile(prefill_graph(model), target)
-        self.decode = backends.compile(decode_graph(model), target)
+        self.prefill = backends.compile(passes.optimize(prefill_graph(model), opt_level), target)
+        self.decode = backends.compile(passes.optimize(decode_graph(model), opt_level), target)
         # the decode step needs no encoder parameters: each executable gets its own
         self.prefill_params = {k: params[k] for k in self.prefill.graph.params}
         self.decode_params = {k: params[k] for k in self.decode.graph.params}
@@ -230,9 +233,10 @@ class Seq2SeqStep:
 
 
 def seq2seq_step(model: Seq2Seq, params: dict[str, np.ndarray], src_ids, src_mask,
-                 target: str = "numpy") -> Seq2SeqStep:
-    """The step function for ``decoding.greedy`` / ``decoding.beam_search`` over these sources."""
-    return Seq2SeqStep(model, params, src_ids, src_mask, target)
+                 target: str = "numpy", opt_level: int = 2) -> Seq2SeqStep:
+    """The step function for ``decoding.greedy`` / ``decoding.beam_search`` over these sources
+    (prefill and decode graphs optimized at ``opt_level``, then compiled)."""
+    return Seq2SeqStep(model, params, src_ids, src_mask, target, opt_level)
 
 
 # -- span corruption ---------------------------------------------------------------------------

@@ -1,26 +1,51 @@
-"""The training loop: compile one train step, feed batches, log, checkpoint, resume exactly.
+"""The training loop: optimize and compile one train step, feed batches, log, checkpoint, resume.
 
     spec = models.get("bert-tiny")
     trainer = Trainer(spec, None, AdamW(lr=1e-3), target="numpy", log_path="train.jsonl")
     trainer.fit(spec_batches(spec, 16), steps=200)        # tqdm bar: loss and tokens/s
-    trainer.save("ckpt/")                                  # params + optimizer state + step + seed
-    again = Trainer.load("ckpt/", spec, AdamW(lr=1e-3))    # continues exactly where it stopped
+    trainer.save("ckpt/")                                  # params + optimizer state + how it trained
+    again = Trainer.load("ckpt/", spec)                    # continues exactly where it stopped
 
-The step graph is ``graphdsl.optim.make_train_step`` compiled once by ``backends.compile``;
-``StepRunner`` holds the parameters and the optimizer state between steps. Randomness is a
-function of the step number: dropout uses ``seed + step`` (StepRunner) and batches given as a
-function ``batches(step)`` are drawn from ``default_rng([data_seed, step])`` (``spec_batches``),
-so a run resumed from a checkpoint sees the same batches and masks, and its losses are those of
-the run that never stopped.
+The step graph is the documented compiler path: ``passes.report(loss_graph, level=opt_level)``
+fuses the forward (attention, norms, GELU; ``trainer.pass_report`` says what fused), then
+``graphdsl.optim.make_train_step`` differentiates the fused graph (the fused ops carry their
+own gradients: ``attention_grad``) and ``backends.compile`` compiles it once; ``opt_level=0``
+trains the graph as traced. ``StepRunner`` holds the parameters and the optimizer state between
+steps. Randomness is a function of the step number: dropout uses ``seed + step`` (StepRunner)
+and batches given as a function ``batches(step)`` are drawn from ``default_rng([data_seed,
+step])`` (``spec_batches``), so a run resumed from a checkpoint sees the same batches and masks,
+and its losses are those of the run that never stopped.
 
 Checkpoint layout (a directory): ``params.npz`` and ``optimizer.npz`` (``.safetensors`` instead
-with ``format="safetensors"``, when that package is installed) and ``trainer.json`` (step, seed,
-optimizer, parameter shapes, the metric history and the best evaluation so far).
+with ``format="safetensors"``, when that package is installed) and ``trainer.json``:
+
+    format_version   2
+    format           "npz" or "safetensors"
+    step, seed       updates done; the dropout seed
+    model, graph     the ModelSpec's name (or null) and the loss graph's name
+    optimizer        the optimizer as data: {"class": "AdamW", "lr", "betas", "eps", "weight_decay",
+                     "lr_scale"} (every constructor argument; ``Optimizer.from_config`` rebuilds it)
+    schedule         null or {"class": "WarmupCosine", "warmup_steps", "total_steps", "min_ratio"}
+    clip_norm        null or the global-norm bound
+    opt_level        the passes' level the step graph was built with
+    wrt              the trained parameters, in the graph's order
+    step_graph_hash  ``step_graph.structural_hash()`` (sha256 hex; blind to source lines)
+    target           where it trained (informational: a resume may run elsewhere)
+    params           name -> [shape, dtype]
+    best, history    the best evaluation so far and every logged record
+
+``Trainer.load`` is exact or refuses: what the checkpoint records is restored when the call does
+not pass it, a conflicting argument is an error naming both values, and a rebuilt step graph
+whose structural hash differs (another model or loss graph) is an error; ``allow_override=True``
+lets either through with a warning. Version-1 checkpoints (which recorded only the optimizer's
+class and lr, the schedule as text, clip_norm and seed) are read best-effort, only with
+``allow_override=True`` and an explicit ``optimizer``: see ``Trainer.load``.
 """
 from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -30,10 +55,12 @@ from graphdsl.errors import GraphDSLError
 from graphdsl.graph import Graph
 from graphdsl.optim import Optimizer, StepRunner, make_train_step, zero_state
 from graphdsl.optim.schedules import Schedule
+from graphdsl.optim.step import UPDATE_PREFIX
 
 from .registry import ModelSpec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+RESTORED = ("schedule", "clip_norm", "seed", "opt_level")   # besides the optimizer and wrt
 Batch = Mapping[str, np.ndarray]
 
 
@@ -49,17 +76,27 @@ class Trainer:
 
     ``spec_or_loss_graph``: a ModelSpec (its module is built and its loss traced in training
     mode; ``params`` None means ``module.init(seed)``) or a loss Graph with output "loss"
-    (``params`` required). ``schedule``, ``clip_norm`` and ``wrt`` go to ``make_train_step``;
-    ``seed`` seeds dropout (``seed + step``). ``log_path`` receives one JSON object per line:
-    ``{"kind": "train", "step", "loss", <metrics>, "lr", "time_s", "samples_per_s", ...}`` and
-    ``{"kind": "eval", "step", <eval metrics>}``.
+    (``params`` required). ``opt_level`` (0, 1 or 2) picks the passes run on the loss graph
+    before it is differentiated: ``pass_report`` is their ``passes.Report``, ``fused_ops`` what
+    they made, ``step_graph`` the train step compiled. ``schedule``, ``clip_norm`` and ``wrt``
+    go to ``make_train_step``; ``seed`` seeds dropout (``seed + step``). ``log_path`` receives one
+    JSON object per line: ``{"kind": "train", "step", "loss", <metrics>, "lr", "time_s",
+    "samples_per_s", ...}`` and ``{"kind": "eval", "step", <eval metrics>}``.
     """
 
     def __init__(self, spec_or_loss_graph: ModelSpec | Graph, params: Mapping[str, np.ndarray] | None,
                  optimizer: Optimizer, *, target: str = "numpy", schedule: Schedule | None = None,
                  clip_norm: float | None = None, wrt: Iterable[str] | None = None,
-                 log_path: str | Path | None = None, seed: int = 0, progress: bool = True):
-        import backends  # the trainer is the one part of models/ that compiles
+                 log_path: str | Path | None = None, seed: int = 0, progress: bool = True,
+                 opt_level: int = 2):
+        self._setup(spec_or_loss_graph, params, optimizer, target=target, schedule=schedule,
+                    clip_norm=clip_norm, log_path=log_path, seed=seed, progress=progress, opt_level=opt_level)
+        self._build(wrt)
+        self._compile()
+
+    def _setup(self, spec_or_loss_graph, params, optimizer, *, target="numpy", schedule=None, clip_norm=None,
+               log_path=None, seed=0, progress=True, opt_level=2) -> None:
+        """Everything but the step graph: the loss graph, initial params and the settings."""
         self.spec: ModelSpec | None = None
         self.module = None
         if isinstance(spec_or_loss_graph, ModelSpec):
@@ -79,16 +116,33 @@ class Trainer:
         if not isinstance(optimizer, Optimizer):
             raise GraphDSLError(f"Trainer: optimizer must be a graphdsl.optim Optimizer, got "
                                 f"{type(optimizer).__name__}", hint="e.g. graphdsl.optim.AdamW(lr=1e-3)")
-        self.optimizer, self.schedule, self.clip_norm = optimizer, schedule, clip_norm
+        if schedule is not None and not isinstance(schedule, Schedule):
+            raise GraphDSLError(f"Trainer: schedule must be a graphdsl.optim Schedule, got "
+                                f"{type(schedule).__name__}", hint="e.g. graphdsl.optim.WarmupCosine(100, 1000)")
+        self.optimizer, self.schedule = optimizer, schedule
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.opt_level = int(opt_level)
         self.target, self.seed, self.progress = target, int(seed), progress
         self.log_path = Path(log_path) if log_path is not None else None
-        self.step_graph = make_train_step(self.loss_graph, optimizer, clip_norm=clip_norm,
-                                          schedule=schedule, wrt=wrt)
-        self.exe = backends.compile(self.step_graph, target)
-        self.runner = StepRunner(self.exe, params, seed=self.seed)
+        self._initial_params = params
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None          # {"step", "metric", "value"}
         self.best_params: dict[str, np.ndarray] | None = None
+
+    def _build(self, wrt: Iterable[str] | None) -> None:
+        """Fuse the forward (``opt_level``), then differentiate: the train-step graph."""
+        import passes
+        self.pass_report = passes.report(self.loss_graph, level=self.opt_level)
+        fused = self.pass_report.graph
+        self.step_graph = make_train_step(fused, self.optimizer, clip_norm=self.clip_norm,
+                                          schedule=self.schedule, wrt=_in_graph_order(fused, wrt))
+        self.wrt = [k[len(UPDATE_PREFIX):] for k in self.step_graph.outputs if k.startswith(UPDATE_PREFIX)]
+
+    def _compile(self) -> None:
+        import backends  # the trainer is the one part of models/ that compiles
+        self.exe = backends.compile(self.step_graph, self.target)
+        self.runner = StepRunner(self.exe, self._initial_params, seed=self.seed)
+        del self._initial_params
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -103,6 +157,12 @@ class Trainer:
     @property
     def losses(self) -> list[float]:
         return [r["loss"] for r in self.history if r["kind"] == "train"]
+
+    @property
+    def fused_ops(self) -> dict[str, int]:
+        """The ops the passes made in the loss graph, with their counts there: ``{"attention": 2, ...}``."""
+        before = self.loss_graph.op_counts()
+        return {op: n for op, n in self.pass_report.final_ops.items() if n > before.get(op, 0)}
 
     # -- training ---------------------------------------------------------------------------
     def fit(self, batches: Callable[[int], Batch] | Iterable[Batch], steps: int | None = None, *,
@@ -234,50 +294,195 @@ class Trainer:
     def save(self, path: str | Path, *, format: str = "npz") -> Path:
         """Write a checkpoint directory (see the module docstring); returns its path."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        _write_arrays(path / "params", self.params, format)
-        _write_arrays(path / "optimizer", self.runner.state, format)
-        meta = {
+        meta = {   # first: an optimizer or schedule that cannot be described fails before any write
             "format_version": FORMAT_VERSION, "format": format, "step": self.step, "seed": self.seed,
             "model": self.spec.name if self.spec is not None else None, "graph": self.loss_graph.name,
-            "optimizer": {"class": type(self.optimizer).__name__, "lr": self.optimizer.lr},
-            "schedule": repr(self.schedule) if self.schedule is not None else None,
-            "clip_norm": self.clip_norm, "target": self.target,
+            "optimizer": self.optimizer.config(),
+            "schedule": self.schedule.config() if self.schedule is not None else None,
+            "clip_norm": self.clip_norm, "opt_level": self.opt_level, "wrt": self.wrt,
+            "step_graph_hash": self.step_graph.structural_hash(), "target": self.target,
             "params": {k: [list(v.shape), str(v.dtype)] for k, v in self.params.items()},
             "best": self.best, "history": self.history,
         }
-        (path / "trainer.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        text = json.dumps(meta, indent=1)
+        path.mkdir(parents=True, exist_ok=True)
+        _write_arrays(path / "params", self.params, format)
+        _write_arrays(path / "optimizer", self.runner.state, format)
+        (path / "trainer.json").write_text(text, encoding="utf-8")
         return path
 
     @classmethod
-    def load(cls, path: str | Path, spec_or_loss_graph: ModelSpec | Graph, optimizer: Optimizer,
-             **kwargs) -> "Trainer":
-        """A Trainer resumed from checkpoint ``path``: parameters, optimizer state, step, seed,
-        history and best evaluation. The other arguments are as for ``Trainer(...)``."""
+    def load(cls, path: str | Path, spec_or_loss_graph: ModelSpec | Graph, optimizer: Optimizer | None = None,
+             *, allow_override: bool = False, **kwargs) -> "Trainer":
+        """A Trainer resumed from checkpoint ``path``: parameters, optimizer state, step, history
+        and best evaluation, and the settings it trained with.
+
+        Exact or refuses. ``optimizer`` None rebuilds the checkpoint's (class and every
+        hyperparameter); ``schedule``, ``clip_norm``, ``seed``, ``opt_level`` and ``wrt`` not
+        given are the checkpoint's. An explicit one that differs (another lr, clip_norm, schedule,
+        optimizer hyperparameter, opt_level, seed, set of trained parameters) is a GraphDSLError
+        naming the setting and both values; so is a rebuilt step graph whose structural hash is not
+        the recorded one (another model or loss graph). ``allow_override=True`` lets these through
+        with a warning naming what changed. The other keyword arguments (``target``,
+        ``log_path``, ``progress``) are as for ``Trainer(...)``.
+
+        Version-1 checkpoints are read best-effort, only with ``allow_override=True``: they record
+        the optimizer's class and lr (pass ``optimizer``: its other hyperparameters are trusted),
+        clip_norm and seed (restored or compared as above) and the schedule only as text (pass
+        ``schedule`` when it was not None; trusted). ``opt_level`` defaults to 0, the unfused step
+        that code trained, and no structural hash is checked. Saving writes version 2.
+        """
         path = Path(path)
         meta_path = path / "trainer.json"
         if not meta_path.exists():
             raise GraphDSLError(f"no checkpoint at {str(path)!r} (trainer.json is missing)")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise GraphDSLError(f"checkpoint {str(path)!r} has format version {meta.get('format_version')}, "
-                                f"this code reads version {FORMAT_VERSION}")
-        want = meta["optimizer"]["class"]
-        if type(optimizer).__name__ != want:
-            raise GraphDSLError(f"checkpoint {str(path)!r} holds {want} state, got a "
-                                f"{type(optimizer).__name__} optimizer", hint=f"resume with {want}")
-        kwargs.setdefault("seed", meta["seed"])
+        where = f"checkpoint {str(path)!r}"
+        recorded = _recorded_settings(where, meta, allow_override, optimizer, kwargs)
+        if optimizer is None:
+            optimizer = Optimizer.from_config(recorded["optimizer"])
+        elif not isinstance(optimizer, Optimizer):
+            raise GraphDSLError(f"Trainer.load: optimizer must be a graphdsl.optim Optimizer or None, got "
+                                f"{type(optimizer).__name__}", hint="omit it to rebuild the checkpoint's")
+        changes = _optimizer_changes(where, recorded["optimizer"], optimizer, allow_override)
+        for key in RESTORED:
+            if key not in recorded:
+                continue
+            if key not in kwargs:
+                kwargs[key] = _rebuild_setting(key, recorded[key])
+            elif _setting_data(key, kwargs[key]) != recorded[key]:
+                changes.append((key, recorded[key], _setting_data(key, kwargs[key])))
+        wrt = kwargs.pop("wrt", recorded.get("wrt"))
+
         params = _read_arrays(path / "params")
-        trainer = cls(spec_or_loss_graph, params, optimizer, **kwargs)
+        trainer = cls.__new__(cls)
+        trainer._setup(spec_or_loss_graph, params, optimizer, **kwargs)
+        if wrt is not None and not set(wrt) <= set(trainer.loss_graph.params):   # another model: say so
+            _check_same(path, "parameters", {k: tuple(n.type.shape) for k, n in trainer.loss_graph.params.items()},
+                        params)
+        trainer._build(wrt)
+        if "wrt" in recorded and set(trainer.wrt) != set(recorded["wrt"]):
+            changes.append(("wrt", recorded["wrt"], trainer.wrt))
+        _refuse_or_warn(where, changes, allow_override)
+
         _check_same(path, "parameters", {k: tuple(n.type.shape) for k, n in trainer.step_graph.params.items()},
                     params)
         state = _read_arrays(path / "optimizer")
         expected = {k: v.shape for k, v in zero_state(trainer.step_graph).items()}
         _check_same(path, "optimizer state", expected, state)
+        _check_hash(where, recorded.get("step_graph_hash"), trainer.step_graph, allow_override, bool(changes))
+
+        trainer._compile()
         trainer.runner.state = {k: state[k] for k in expected}
         trainer.history = meta.get("history", [])
         trainer.best = meta.get("best")
         return trainer
+
+
+# -- resuming: what a checkpoint recorded, against what the call passes ------------------------------
+def _in_graph_order(graph: Graph, wrt: Iterable[str] | None) -> list[str] | None:
+    """``wrt`` as a set, in the graph's parameter order (unknown names last, for make_train_step to report)."""
+    if wrt is None:
+        return None
+    wanted = list(wrt)
+    return [k for k in graph.params if k in wanted] + [w for w in wanted if w not in graph.params]
+
+
+def _setting_data(key: str, value) -> Any:
+    """A setting as the checkpoint records it."""
+    if value is None:
+        return None
+    if key == "schedule":
+        return value.config() if isinstance(value, Schedule) else value
+    if key == "clip_norm":
+        return float(value)
+    return int(value)       # seed, opt_level
+
+
+def _rebuild_setting(key: str, data) -> Any:
+    return Schedule.from_config(data) if key == "schedule" and data is not None else data
+
+
+def _recorded_settings(where: str, meta: Mapping, allow_override: bool, optimizer, kwargs) -> dict:
+    """The settings ``meta`` records, keyed as ``load`` compares them (a version-1 file: the few it has)."""
+    version = meta.get("format_version")
+    if version == FORMAT_VERSION:
+        return {k: meta[k] for k in ("optimizer", *RESTORED, "wrt", "step_graph_hash")}
+    if version != 1:
+        raise GraphDSLError(f"{where} has format version {version}, this code reads versions 1 and "
+                            f"{FORMAT_VERSION}", hint="load it with the graphdsl version that wrote it")
+    if not allow_override:
+        raise GraphDSLError(f"{where} has format version 1, which did not record the optimizer's "
+                            f"hyperparameters, the schedule as data, opt_level, wrt or the train step's "
+                            f"hash: resuming it exactly cannot be checked",
+                            hint="pass allow_override=True with optimizer= (and schedule=) as it trained, to "
+                                 "resume it best-effort; save it again to write version 2")
+    if optimizer is None:
+        raise GraphDSLError(f"{where} (format version 1) records only the optimizer's class and lr",
+                            hint=f"pass optimizer=, e.g. {meta['optimizer']['class']}(lr={meta['optimizer']['lr']})")
+    if meta.get("schedule") is not None and "schedule" not in kwargs:
+        raise GraphDSLError(f"{where} (format version 1) trained with schedule {meta['schedule']}, recorded "
+                            f"only as text", hint="pass that schedule= explicitly")
+    warnings.warn(f"{where} has format version 1: resuming best-effort; the optimizer's hyperparameters "
+                  f"other than lr, the schedule and wrt are this call's, and opt_level defaults to 0", stacklevel=3)
+    return {"optimizer": dict(meta["optimizer"]), "clip_norm": meta.get("clip_norm"), "seed": meta["seed"],
+            "opt_level": 0}
+
+
+def _optimizer_changes(where: str, recorded: Mapping, optimizer: Optimizer, allow_override: bool) -> list:
+    """``(setting, recorded, given)`` for each hyperparameter of ``optimizer`` that differs."""
+    given = optimizer.config()
+    if given["class"] != recorded["class"]:
+        if not allow_override:
+            raise GraphDSLError(f"{where} holds {recorded['class']} state, got a {given['class']} optimizer",
+                                hint=f"resume with {recorded['class']} (omit optimizer= to rebuild the "
+                                     f"checkpoint's), or pass allow_override=True")
+        return [("optimizer", recorded, given)]
+    return [(k, v, given.get(k)) for k, v in recorded.items() if k != "class" and given.get(k) != v]
+
+
+def _show(key: str, value) -> str:
+    if isinstance(value, Mapping) and "class" in value:
+        args = ", ".join(f"{k}={v!r}" for k, v in value.items() if k != "class")
+        return f"{value['class']}({args})"
+    if key == "wrt":
+        names = list(value)
+        return repr(names) if len(names) <= 4 else f"[{', '.join(map(repr, names[:3]))}, ... ({len(names)} in all)]"
+    return repr(value)
+
+
+def _refuse_or_warn(where: str, changes: list, allow_override: bool) -> None:
+    if not changes:
+        return
+    was = ", ".join(f"{k}={_show(k, old)}" for k, old, _ in changes)
+    now = ", ".join(f"{k}={_show(k, new)}" for k, _, new in changes)
+    if allow_override:
+        warnings.warn(f"resuming {where} with changed settings (allow_override=True): was {was}, now {now}",
+                      stacklevel=3)
+        return
+    optimizer_keys = [k for k, *_ in changes if k not in (*RESTORED, "wrt")]
+    drop = (["optimizer="] if optimizer_keys else []) + [f"{k}=" for k, *_ in changes if k in (*RESTORED, "wrt")]
+    raise GraphDSLError(f"{where} was trained with {was}, this call passes {now}",
+                        hint=f"drop {', '.join(drop)} to resume with the checkpoint's settings, or pass "
+                             f"allow_override=True to train on with this call's")
+
+
+def _check_hash(where: str, recorded: str | None, step_graph: Graph, allow_override: bool,
+                settings_changed: bool) -> None:
+    """Refuse (warn, with ``allow_override``) a rebuilt step graph that is not the one that trained."""
+    if recorded is None:
+        return
+    rebuilt = step_graph.structural_hash()
+    if rebuilt == recorded:
+        return
+    message = (f"{where} was trained with another train-step graph: structural hash {recorded[:12]} recorded, "
+               f"{rebuilt[:12]} rebuilt")
+    if allow_override:
+        why = "expected when settings change" if settings_changed else "allow_override=True"
+        warnings.warn(f"{message} ({why})", stacklevel=3)
+        return
+    raise GraphDSLError(message, hint="resume with the model and loss graph it was trained with (and its "
+                                      "settings), or pass allow_override=True")
 
 
 # -- helpers ---------------------------------------------------------------------------------

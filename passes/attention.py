@@ -14,12 +14,19 @@ reads it with small helpers:
 * the NaN guard ``where(p != p, 0, p)`` that torch's exporters put after the softmax (so that
   ONNX Runtime's NaN for a fully masked row becomes zeros) is dropped: the softmax and the
   attention op already give zeros there; they differ only for scores that hold NaN or +inf;
+* so is the guard our own ONNX exporter writes around every softmax (backends/onnx/lower_nn.py),
+  ``where(max(x) == -inf, 0, softmax(x))`` or ``where(max(x) != -inf, softmax(x), 0)``: its
+  condition holds exactly on rows that are all ``-inf``, where our softmax is 0 already, so it is
+  the identity on our softmax for every input (NaN and +inf included) and dropping it is exact;
+  its ``max`` must read the softmax's own input, over the softmax's axis with kept dims;
 * guards: every node inside the match is used only inside it (an intermediate used elsewhere
   blocks the fusion), the softmax is over the last axis, the fused op's type rule accepts q, k, v
   and the bias (dtypes agree), and the fused op has the type of the node it replaces; with
   dropout, the probabilities have the fused op's full score shape (the same random draw).
 """
 from __future__ import annotations
+
+import math
 
 from graphdsl import ops
 from graphdsl.errors import GraphDSLError
@@ -51,9 +58,27 @@ def _nan_guard(p: Pat) -> Pat:
                where=lambda n: n.type == n.inputs[2].type)
 
 
+def _over_last_axis_kept(n: Node) -> bool:
+    return n.attrs["keepdims"] and n.attrs["axis"] == (n.type.rank - 1,)
+
+
+def _typed_as(i: int):
+    return lambda n: n.type == n.inputs[i].type
+
+
+def _max_guard(p: Pat) -> Pat:
+    """``where(max(x) == -inf, 0, p)`` or ``where(max(x) != -inf, p, 0)``: our ONNX exporter writes
+    the first around every softmax (a row of all -inf gives 0 there, not ONNX Runtime's NaN).
+    ``x`` is captured as ``guarded``; ``_fuse`` declines unless it is the softmax's own input."""
+    top = Pat("max", Pat.any("guarded"), name="guard_max", where=_over_last_axis_kept)
+    neg_inf, zero = Pat.const(value=-math.inf), Pat.const(value=0.0, rtol=0)
+    return (Pat("where", Pat("equal", top, neg_inf), zero, p, name="max_guard", where=_typed_as(2))
+            | Pat("where", Pat("not_equal", top, neg_inf), p, zero, name="max_guard", where=_typed_as(1)))
+
+
 _SOFTMAX = Pat("softmax", opt("cast", Pat.any("s"), name="upcast", where=_float_cast),
                name="softmax", where=_last_axis)
-SOFTMAX = _SOFTMAX | _nan_guard(_SOFTMAX)
+SOFTMAX = _SOFTMAX | _nan_guard(_SOFTMAX) | _max_guard(_SOFTMAX)
 DROPOUT = Pat("dropout", SOFTMAX | Pat("cast", SOFTMAX, name="downcast", where=_float_cast),
               Pat.any("seed"), name="dropout")
 PROBS = (DROPOUT | Pat("cast", DROPOUT, name="downcast", where=_float_cast)
@@ -132,6 +157,8 @@ def _peel_operand(m, node: Node, interior: list):
 
 
 def _fuse(m):
+    if "guarded" in m and m["guarded"] is not m["softmax"].inputs[0]:
+        return None   # the guard tests another tensor than the one the softmax normalizes
     chain = masks.split_chain(m["s"])
     scores, scale, tensors, scaled = peel_factors(chain.scores)
     interior = chain.nodes + scaled + [scores]

@@ -16,9 +16,10 @@ fully masked row is uniform before and after with a finite fill, and all zeros b
 with ``-inf``. Upgrading a fill such as -1e4 to ``MIN`` keeps both properties.
 
 ``strip_causal`` (used by fuse_attention) recognizes a causal mask -- a constant lower-triangular
-array or an iota comparison (2-D, or 1-D iotas unsqueezed to ``[1, 1, S, 1]`` and ``[1, 1, 1, S]``),
-bottom-right aligned -- and turns it into the op's ``causal`` flag when that is exact: the causal
-mask is the only mask, or its fill is ``-inf``; with ``-inf`` it may also be one term of the mask
+array or an iota comparison (2-D, or 1-D iotas unsqueezed to ``[1, 1, S, 1]`` and ``[1, 1, 1, S]``,
+or reshaped to ``[S, 1]`` and ``[1, S]`` and expanded to ``[S, S]``), bottom-right aligned --
+and turns it into the op's ``causal`` flag when that is exact: the causal mask is the only mask,
+or its fill is ``-inf``; with ``-inf`` it may also be one term of the mask
 (``where(causal & padding, 0, -inf)``, as torch exports it), the other terms staying in the bias.
 (A finite-fill causal mask combined with a padding mask stays in the bias: a fully masked row is
 uniform over all keys there, but the flag would make it uniform over the visible keys only.)
@@ -183,7 +184,13 @@ def _vector_axis(node: Node) -> int | None:
 
 def _grid(node: Node):
     """``_index``, with a vector of indices read as a row index (``[..., n, 1]``) or a column index
-    (``[..., 1, n]``), the way it broadcasts against the scores."""
+    (``[..., 1, n]``), the way it broadcasts against the scores; also such an index expanded to the
+    full grid (``broadcast_to``, as our ONNX exporter writes the comparison's broadcast)."""
+    if node.op == "broadcast_to" and node.inputs[0].type.rank >= 2:
+        inner = _grid(node.inputs[0])
+        if inner is None:
+            return None
+        return inner[:2] + tuple(node.type.shape[-2:])
     found = _index(node)
     if found is None or found[0] != "vec":
         return found

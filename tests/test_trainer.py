@@ -1,15 +1,22 @@
-"""The Trainer: its updates are the optimizer's, resume is exact, logs are JSON lines, the best
-evaluation's parameters are kept, checkpoints load back or fail with a clear message."""
+"""The Trainer: its updates are the optimizer's, its step graph is fused by the passes (and
+trains like the traced one), resume is exact, logs are JSON lines, the best evaluation's
+parameters are kept, checkpoints load back or fail with a clear message. The decoding steps of
+GPT and seq2seq run the passes too. (Resume's refusals: tests/test_trainer_resume.py.)"""
 import json
 
 import numpy as np
 import pytest
 
+import backends
 import graphdsl as gd
 import models
 from graphdsl import nn, ops
 from graphdsl.errors import GraphDSLError
 from graphdsl.optim import SGD, AdamW, WarmupCosine
+from models import gpt
+from models import seq2seq as s2s
+from models.data import load_tokenizer
+from models.decoding import greedy
 from models.trainer import Trainer, spec_batches
 
 W_TRUE = np.array([[1.5], [-2.0], [0.5]], np.float32)
@@ -168,3 +175,98 @@ def test_clear_errors(tmp_path):
     other = gd.trace(lambda x, y: {"loss": ops.mse(wide(x), y)}, params=wide, x="f32[n,4]", y="f32[n,1]")
     with pytest.raises(GraphDSLError, match=r"parameters does not fit this train step: mis-shaped \['weight'\]"):
         Trainer.load(tmp_path / "ckpt", other, AdamW(lr=0.01))
+
+
+# -- the compiler's path: fuse the forward, then differentiate ------------------------------------
+def attention_ops(graph):
+    counts = graph.op_counts()
+    return {k: counts.get(k, 0) for k in ("attention", "attention_grad", "softmax")}
+
+
+def test_default_trainer_fuses_attention_and_trains_like_the_traced_graph():
+    """bert-tiny with dropout: the default step graph has 2 fused attention ops (and their
+    gradients), no attention softmax, and 5 steps give opt_level=0's losses and parameters."""
+    spec = models.get("bert-tiny")
+    assert spec.config.dropout > 0 and spec.attention_blocks == 2
+
+    def make(level):
+        kw = {} if level is None else {"opt_level": level}
+        return Trainer(spec, None, AdamW(lr=2e-3), schedule=WarmupCosine(1, 5), clip_norm=1.0, seed=4,
+                       progress=False, **kw)
+    fused, traced = make(None), make(0)
+    assert fused.opt_level == 2
+    assert attention_ops(fused.step_graph) == {"attention": 2, "attention_grad": 6, "softmax": 2}
+    assert attention_ops(traced.step_graph) == {"attention": 0, "attention_grad": 0, "softmax": 4}
+    # the forward keeps no softmax; the step's two are the cross-entropy gradients (MLM, NSP), not attention
+    assert fused.fused_ops["attention"] == 2 and fused.pass_report.attention_summary()["softmax_left"] == 0
+    assert traced.loss_graph.op_counts()["softmax"] == 2
+    assert traced.fused_ops == {} and traced.pass_report.passes == [] and traced.pass_report.graph is traced.loss_graph
+
+    batches = spec_batches(spec, 8, seed=2)
+    fused.fit(batches, steps=5)
+    traced.fit(batches, steps=5)
+    np.testing.assert_allclose(fused.losses, traced.losses, rtol=1e-5)
+    for k, v in traced.params.items():
+        np.testing.assert_allclose(fused.params[k], v, rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_fused_attention_draws_the_same_dropout_bits_as_the_traced_graph():
+    """The forward at one seed: the fused graph's loss is the traced one's (an other seed's differs
+    a hundred times more), so the fused op's dropout mask is the dropout op's."""
+    spec = models.get("bert-tiny")
+    trainer = Trainer(spec, None, SGD(lr=0.0), progress=False)
+    traced = backends.compile(trainer.loss_graph, "numpy")
+    fused = backends.compile(trainer.pass_report.graph, "numpy")
+    feed = {**spec.example_batch(8, seed=1), **trainer.params}
+    loss = {s: (float(traced(**feed, seed=np.int32(s))["loss"]), float(fused(**feed, seed=np.int32(s))["loss"]))
+            for s in (3, 4)}
+    for a, b in loss.values():
+        assert a == pytest.approx(b, rel=1e-6, abs=0)
+    assert abs(loss[3][0] - loss[4][0]) > 100 * abs(loss[3][0] - loss[3][1])
+
+
+def test_unknown_opt_level_is_an_error():
+    lin, graph, _ = linear_problem()
+    with pytest.raises(GraphDSLError, match="unknown optimization level 5"):
+        Trainer(graph, lin.init(seed=0), SGD(lr=0.1), opt_level=5)
+
+
+def noisy(params, seed=0):
+    """Large random weights, so that no two tokens' logits tie and greedy's argmax is robust."""
+    rng = np.random.default_rng(seed)
+    return {k: (v + rng.normal(0, 0.3, v.shape)).astype(np.float32) for k, v in params.items()}
+
+
+def test_gpt_step_fuses_attention_and_decodes_as_the_traced_graphs():
+    spec = models.get("gpt-tiny")
+    model = spec.module().eval()
+    params = noisy(model.init(0))
+    steps = {level: gpt.gpt_step(model, params, opt_level=level) for level in (2, 0)}
+    n = spec.attention_blocks
+    for exe in (steps[2].prefill, steps[2].decode):
+        assert attention_ops(exe.graph) == {"attention": n, "attention_grad": 0, "softmax": 0}
+    assert attention_ops(steps[0].decode.graph)["softmax"] == n
+    assert sum(a.attrs["causal"] for a in steps[2].decode.graph.nodes if a.op == "attention") == n
+    prompt = np.random.default_rng(1).integers(0, spec.config.vocab_size, (3, 4))
+    out = {level: greedy(step, prompt, 12) for level, step in steps.items()}
+    np.testing.assert_array_equal(out[2], out[0])
+    (lp2, _), (lp0, _) = steps[2](prompt, None), steps[0](prompt, None)
+    np.testing.assert_allclose(lp2, lp0, rtol=1e-5, atol=1e-5)
+
+
+def test_seq2seq_step_fuses_attention_and_decodes_as_the_traced_graphs():
+    spec = models.get("bart-tiny")
+    model = spec.module().eval()
+    params = noisy(model.init(0))
+    batch = spec.example_batch(3, seed=5)
+    steps = {level: s2s.seq2seq_step(model, params, batch["src_ids"], batch["src_mask"], opt_level=level)
+             for level in (2, 0)}
+    layers = spec.config.n_decoder_layers
+    decode = steps[2].decode.graph
+    assert attention_ops(decode) == {"attention": 2 * layers, "attention_grad": 0, "softmax": 0}  # self + cross
+    assert sum(a.attrs["causal"] for a in decode.nodes if a.op == "attention") == layers
+    assert attention_ops(steps[2].prefill.graph)["attention"] == spec.attention_blocks
+    assert attention_ops(steps[0].decode.graph) == {"attention": 0, "attention_grad": 0, "softmax": 2 * layers}
+    prompts = np.full((3, 1), load_tokenizer().bos_id)
+    out = {level: greedy(step, prompts, 8) for level, step in steps.items()}
+    np.testing.assert_array_equal(out[2], out[0])

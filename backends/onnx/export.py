@@ -39,8 +39,11 @@ def export(graph: Graph, params: Mapping[str, np.ndarray] | None = None, path=No
 
     ``params``: the parameter values, stored as initializers (every parameter needs one); without
     them the parameters are graph inputs. ``contrib_ops``: use ONNX Runtime's com.microsoft
-    MultiHeadAttention for attention where its layout fits. ``external_data``: weights in a
-    separate ``<path>.data`` file (needed beyond 2 GB).
+    MultiHeadAttention for each fused ``attention`` op where its layout fits (contrib.py). The
+    graph is exported as it is, no pass runs here: a traced graph has textbook attention (matmul,
+    softmax, matmul), which stays standard ONNX, without an error. Fuse it first with
+    ``passes.optimize(graph)``, or use ``optimize_file``, which runs the passes and exports.
+    ``external_data``: weights in a separate ``<path>.data`` file (needed beyond 2 GB).
     """
     if not isinstance(graph, Graph):
         raise LoweringError(f"export() takes a Graph, got {type(graph).__name__}")

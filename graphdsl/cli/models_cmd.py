@@ -5,8 +5,10 @@ import json
 
 import click
 
+from .common import Command
 
-@click.command("models")
+
+@click.command("models", cls=Command)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
 def models_command(as_json: bool):
     """List the model zoo: name, family, parameters, attention blocks, what it trains on."""

@@ -1,7 +1,8 @@
 """Optimizers, gradient clipping and learning-rate schedules, all as graph code.
 
 ``make_train_step`` puts the loss, its gradients and the update into one graph, so a whole
-training step compiles (and is optimized) as one unit on every backend.
+training step compiles (and is optimized) as one unit on every backend. Optimizers and schedules
+describe themselves as data (``config()``, ``from_config``) so a checkpoint can record and rebuild them.
 """
 from .adam import Adam, AdamW
 from .base import Optimizer

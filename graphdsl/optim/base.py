@@ -15,6 +15,8 @@ from graphdsl.errors import GraphDSLError
 from graphdsl.tracing import Tensor
 from graphdsl.types import TensorType
 
+from .config import describe, rebuild
+
 
 class Optimizer(abc.ABC):
     """Base class. Subclasses name their ``slots`` and write ``update_one`` as graph code.
@@ -87,6 +89,17 @@ class Optimizer(abc.ABC):
         ``lr`` is this parameter's learning rate and ``scalars`` what ``step_scalars`` returned,
         both already cast to the parameter's dtype.
         """
+
+    # -- as data ------------------------------------------------------------------------
+    def config(self) -> dict:
+        """This optimizer as plain data: ``{"class": "AdamW", "lr": ..., "betas": [...], ...}``,
+        every constructor argument (graphdsl/optim/config.py); ``from_config`` rebuilds it."""
+        return describe(self)
+
+    @staticmethod
+    def from_config(data: Mapping) -> "Optimizer":
+        """The optimizer ``config()`` described (its class looked up among Optimizer's subclasses)."""
+        return rebuild(Optimizer, data)
 
     def __repr__(self):
         return f"{type(self).__name__}(lr={self.lr})"

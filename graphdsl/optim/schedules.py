@@ -16,6 +16,8 @@ from graphdsl.errors import GraphDSLError
 from graphdsl.ops import cos, maximum, minimum, where
 from graphdsl.tracing import Tensor, current_builder
 
+from .config import describe, rebuild
+
 
 class Schedule(abc.ABC):
     """Base class: ``__call__(step) -> Tensor`` (graph code) and ``value_at(step) -> float``."""
@@ -28,6 +30,20 @@ class Schedule(abc.ABC):
     def value_at(self, step: int) -> float:
         """The same multiplier in plain Python."""
 
+    def config(self) -> dict:
+        """This schedule as plain data: ``{"class": "WarmupCosine", "warmup_steps": 2, ...}``, every
+        constructor argument (graphdsl/optim/config.py); ``from_config`` rebuilds it."""
+        return describe(self)
+
+    @staticmethod
+    def from_config(data) -> "Schedule":
+        """The schedule ``config()`` described (its class looked up among Schedule's subclasses)."""
+        return rebuild(Schedule, data)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "class")
+        return f"{type(self).__name__}({args})"
+
 
 class Constant(Schedule):
     """The base learning rate at every step."""
@@ -37,9 +53,6 @@ class Constant(Schedule):
 
     def value_at(self, step):
         return 1.0
-
-    def __repr__(self):
-        return "Constant()"
 
 
 class _Warmup(Schedule):
@@ -64,9 +77,6 @@ class _Warmup(Schedule):
     def _progress_value(self, step: int) -> float:
         p = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
         return min(max(p, 0.0), 1.0)
-
-    def __repr__(self):
-        return f"{type(self).__name__}(warmup_steps={self.warmup_steps}, total_steps={self.total_steps})"
 
 
 class LinearWarmupDecay(_Warmup):
