@@ -140,7 +140,15 @@ class Trainer:
 
     def _compile(self) -> None:
         import backends  # the trainer is the one part of models/ that compiles
-        self.exe = backends.compile(self.step_graph, self.target)
+        from graphdsl.progress import phase
+        if self.target == "cuda":
+            from backends.tvm.cuda import gpu_available
+            if not gpu_available():
+                raise GraphDSLError("Trainer(target='cuda') runs the train step on an NVIDIA GPU, and this "
+                                    "machine has none", hint="train on 'llvm' or 'numpy'")
+        with phase(f"compiling the train step ({len(self.step_graph.nodes)} nodes) for {self.target}",
+                   enabled=None if self.progress else False):
+            self.exe = backends.compile(self.step_graph, self.target)
         self.runner = StepRunner(self.exe, self._initial_params, seed=self.seed)
         del self._initial_params
 

@@ -269,3 +269,116 @@ def test_demo_json():
     assert doc["backends_agree"] is True and doc["attention_fused"] == 2
     assert doc["final_loss_mean"] < doc["first_loss_mean"] - 0.5
     assert doc["first_loss"] == doc["losses"][0] and len(doc["losses"]) == 60
+
+
+# -- the same commands on a graph JSON and an ONNX file -----------------------------------------------
+@pytest.fixture(scope="module")
+def lm_files(tmp_path_factory):
+    """The user's causal LM as a graph JSON + weights and as an ONNX file."""
+    root = tmp_path_factory.mktemp("lm")
+    graph, params = user_models.lm()
+    graph.save(root / "lm.json")
+    np.savez(root / "lm_weights.npz", **params)
+    cli("export", f"{HERE / 'user_models.py'}:lm", "-o", root / "lm.onnx")
+    return root
+
+
+@pytest.mark.parametrize("kind", ["json", "onnx"])
+def test_compile_export_train_on_a_json_and_an_onnx_file(files, kind, tmp_path):
+    model = files / f"classifier.{kind}"
+    weights = ["--weights", files / "weights.npz"] if kind == "json" else []
+    doc = cli_json("compile", model, "-o", tmp_path / "c", "--weights", *weights[1:])
+    assert doc["weights_bundled"] is True
+    feed = {k: v[:2] for k, v in user_models.classifier_data().items()}
+    graph, params = user_models.classifier()
+    want = reference(graph, {**feed, **params})["logits"]
+    np.testing.assert_allclose(backends.load(tmp_path / "c")(feed)["logits"], want, atol=1e-5)
+    out = cli_json("export", model, "-o", tmp_path / "again.onnx", *weights)
+    assert out["initializers"] >= len(graph.params) and out["outputs"]["logits"] == "f32[batch,3]"
+    trained = cli_json("train", model, "--data", files / "data.npz", "--steps", "20", "--batch", "16",
+                       "--lr", "3e-3", *weights)
+    assert np.mean(trained["losses"][-5:]) < np.mean(trained["losses"][:5])
+
+
+@pytest.mark.parametrize("kind", ["json", "onnx"])
+def test_generate_from_a_json_and_an_onnx_lm_equals_the_python_one(lm_files, kind):
+    py = cli_json("generate", f"{HERE / 'user_models.py'}:lm", "--prompt", "Anna went", "--max-new-tokens", "3")
+    weights = ["--weights", lm_files / "lm_weights.npz"] if kind == "json" else []
+    doc = cli_json("generate", lm_files / f"lm.{kind}", "--prompt", "Anna went", "--max-new-tokens", "3", *weights)
+    assert doc["ids"] == py["ids"] and doc["completions"] == py["completions"]
+
+
+def test_import_json():
+    pytest.importorskip("onnxruntime")
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        cli("export", "gpt-tiny", "-o", f"{d}/g.onnx")
+        doc = cli_json("import", f"{d}/g.onnx", "--dim", "batch=2")
+    assert doc["check"]["ok"] is True and doc["check"]["max_abs"] < 1e-4 and doc["ops"]["softmax"] == 2
+
+
+# -- Hugging Face directories ------------------------------------------------------------------------
+def _hf_gpt2_dir(root):
+    """A tiny random GPT-2 with a word-level tokenizer, saved the way Hugging Face ships models."""
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    words = ["<eos>", "the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far"]
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<eos>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.decoder = tokenizers.decoders.WordPiece()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", bos_token="<eos>")
+    config = transformers.GPT2Config(vocab_size=len(words), n_positions=32, n_embd=16, n_layer=2, n_head=2,
+                                     bos_token_id=0, eos_token_id=0)
+    import torch
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    model.save_pretrained(root)
+    fast.save_pretrained(root)
+    return model, fast
+
+
+def test_generate_from_a_hugging_face_directory_equals_transformers(tmp_path):
+    import torch
+    model, tok = _hf_gpt2_dir(tmp_path / "gpt2")
+    doc = cli_json("generate", "--hf", tmp_path / "gpt2", "--prompt", "the cat", "--max-new-tokens", "5")
+    ids = torch.tensor([[0] + tok.encode("the cat")])
+    want = model.generate(ids, max_new_tokens=5, do_sample=False, eos_token_id=None, pad_token_id=0,
+                          attention_mask=torch.ones_like(ids))[0].tolist()
+    got = doc["ids"][0]
+    assert got == want[:len(got)] and len(got) >= 3, (got, want)
+    (tmp_path / "bare").mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / "bare" / name).write_bytes((tmp_path / "gpt2" / name).read_bytes())
+    out = cli("generate", "--hf", tmp_path / "bare", "--prompt", "the cat", code=1)
+    assert "no Hugging Face tokenizer could be read" in out and "--tokenizer" in out
+
+
+# -- help, progress, the cache log -----------------------------------------------------------------------
+def test_every_command_has_help_with_an_example():
+    for name, command in main.commands.items():
+        if name in ("models", "ops"):
+            continue
+        out = cli(name, "--help")
+        assert "Example" in out, name
+
+
+def test_progress_names_the_phase_on_a_terminal_only(capsys, monkeypatch):
+    import time
+    from graphdsl.progress import phase
+    with phase("compiling 12 nodes for llvm", after=0.05, enabled=True):
+        time.sleep(0.4)
+    err = capsys.readouterr().err
+    assert "compiling 12 nodes for llvm" in err and err.endswith("\r\x1b[K")
+    monkeypatch.setenv("GRAPHDSL_PROGRESS", "0")
+    with phase("quiet", after=0.0):
+        time.sleep(0.1)
+    assert capsys.readouterr().err == ""
+
+
+def test_verbose_logs_compile_cache_hits(tmp_path):
+    import subprocess
+    cmd = [sys.executable, "-m", "graphdsl", "-v", "compile", USER, "-o"]
+    subprocess.run(cmd + [str(tmp_path / "a")], capture_output=True, text=True, check=True)
+    done = subprocess.run(cmd + [str(tmp_path / "b")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "compile cache hit on disk" in done.stderr and "from the compile cache (disk)" in done.stdout

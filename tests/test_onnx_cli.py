@@ -69,4 +69,4 @@ def test_import_to_an_unknown_target_names_the_targets(tmp_path):
     path = tmp_path / "m.onnx"
     assert CliRunner().invoke(export_command, ["gpt-tiny", "-o", str(path)]).exit_code == 0
     out = CliRunner().invoke(import_command, [str(path), "--target", "cuda9"])
-    assert out.exit_code == 1 and "unknown target 'cuda9'" in out.output and "numpy" in out.output
+    assert out.exit_code == 2 and "unknown target 'cuda9'" in out.output and "numpy" in out.output  # usage error

@@ -8,15 +8,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from typing import Iterable, Mapping
 
 import click
 import numpy as np
 
 from graphdsl.errors import GraphDSLError
+from graphdsl.progress import phase, progress_enabled  # noqa: F401  (the commands import them from here)
 
 from . import model_ref
 
@@ -144,45 +143,6 @@ def _plain(value):
     return value
 
 
-# -- progress --------------------------------------------------------------------------------------
-def progress_enabled() -> bool:
-    """Progress goes to a terminal only: quiet in pipes, files, CI logs and tests."""
-    if os.environ.get("GRAPHDSL_PROGRESS") == "0":
-        return False
-    return sys.stdout.isatty() and sys.stderr.isatty()
-
-
-@contextmanager
-def phase(desc: str, *, after: float = 1.0):
-    """A spinner naming the phase on stderr while the block runs longer than ``after`` seconds."""
-    if not progress_enabled():
-        yield
-        return
-    stop = threading.Event()
-    start = time.perf_counter()
-
-    def spin():
-        frames = "|/-\\"
-        if stop.wait(after):
-            return
-        i = 0
-        while not stop.is_set():
-            sys.stderr.write(f"\r{frames[i % 4]} {desc} ({time.perf_counter() - start:.0f} s)\033[K")
-            sys.stderr.flush()
-            i += 1
-            stop.wait(0.2)
-        sys.stderr.write("\r\033[K")
-        sys.stderr.flush()
-
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
 def compile_graph(graph, target: str, **options):
     """``backends.compile`` under a spinner; returns (executable, seconds, cache event)."""
     import backends
@@ -217,10 +177,14 @@ def random_inputs(graph, sizes: Mapping[str, int], seed: int = 0) -> dict[str, n
     return feed
 
 
-def read_inputs(path: str, graph) -> dict[str, np.ndarray]:
-    """The graph's inputs from an .npz/.safetensors file, every one present."""
+def read_inputs(path: str, graph, seed: int = 0) -> dict[str, np.ndarray]:
+    """The graph's inputs from an .npz/.safetensors file, every one present but the dropout
+    ``seed`` (a scalar int input named seed), which defaults to ``seed``."""
     from graphdsl.weights import read_arrays
     arrays = read_arrays(path, "inputs")
+    node = graph.inputs.get("seed")
+    if node is not None and "seed" not in arrays and node.type.rank == 0 and node.type.dtype.is_int:
+        arrays["seed"] = np.asarray(seed, node.type.dtype.np)
     missing = [k for k in graph.inputs if k not in arrays]
     if missing:
         want = ", ".join(f"{k}: {graph.inputs[k].type}" for k in missing)

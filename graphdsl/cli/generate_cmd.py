@@ -41,12 +41,16 @@ def hf_codec(directory: str) -> TextCodec:
     except ImportError:
         raise GraphDSLError(f"reading the tokenizer in {directory} needs the transformers package",
                             hint="pip install 'graphdsl[interop]', or generate with the built-in tokenizer") from None
+    hint = "the directory needs tokenizer.json (or vocab.json + merges.txt); pass another with --tokenizer DIR"
+    files = {p.name for p in Path(directory).iterdir()} if Path(directory).is_dir() else set()
+    if not ({"tokenizer.json", "tokenizer.model", "vocab.txt"} & files or {"vocab.json", "merges.txt"} <= files):
+        raise GraphDSLError(f"no Hugging Face tokenizer could be read from {directory}: it has no tokenizer files",
+                            hint=hint)
     try:
         tok = AutoTokenizer.from_pretrained(directory)
     except Exception as e:
         raise GraphDSLError(f"no Hugging Face tokenizer could be read from {directory}: {str(e)[:200]}",
-                            hint="the directory needs tokenizer.json (or vocab.json + merges.txt); "
-                                 "pass another with --tokenizer DIR") from None
+                            hint=hint) from None
     start = [tok.bos_token_id] if tok.bos_token_id is not None else []
     return TextCodec(lambda text: tok.encode(text, add_special_tokens=False),
                      lambda ids: tok.decode([int(i) for i in ids], skip_special_tokens=True),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 
 import click
 
@@ -25,6 +26,12 @@ def main(debug: bool, verbose: bool):
     if verbose:
         logging.basicConfig(format="graphdsl: %(message)s")
         logging.getLogger("graphdsl").setLevel(logging.INFO)
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Library warnings as one line on stderr, without the Python source line they came from."""
+    click.echo(f"warning: {message}", err=True)
 
 
 @main.command("ops")

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .common import (Command, compile_graph, load_model, model_options, parse_dims, parse_targets, phase,
+from .common import (Command, compile_graph, emit_json, load_model, model_options, parse_dims, parse_targets, phase,
                      random_inputs)
 from .passes_cmd import GRAPHS
 
@@ -29,8 +29,9 @@ from .passes_cmd import GRAPHS
 @click.option("--contrib-ops", is_flag=True,
               help="Use ONNX Runtime's MultiHeadAttention for fused attention (runs the passes first).")
 @click.option("--external-data", is_flag=True, help="Write the weights to <output>.data beside the model.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def export_command(model, weights, dims, seed, output, which, opt_level, no_weights, opset, contrib_ops,
-                   external_data):
+                   external_data, as_json):
     """Export MODEL to an ONNX file.
 
     \b
@@ -55,6 +56,15 @@ def export_command(model, weights, dims, seed, output, which, opt_level, no_weig
         mp = export(graph, params=values, path=output, opset=opset or DEFAULT_OPSET,
                     contrib_ops=contrib_ops, external_data=external_data)
     size = sum(t.ByteSize() for t in mp.graph.initializer) / 1e6
+    mha = sum(1 for n in mp.graph.node if n.op_type == "MultiHeadAttention")
+    if as_json:
+        emit_json({"model": model, "output": output, "graph": graph.name, "graph_kind": which, "opt_level": level,
+                   "opset": mp.opset_import[0].version, "onnx_nodes": len(mp.graph.node),
+                   "initializers": len(mp.graph.initializer), "initializer_mb": size,
+                   "inputs": {k: str(n.type) for k, n in graph.inputs.items()},
+                   "outputs": {k: str(n.type) for k, n in graph.outputs.items()},
+                   "attention": graph.op_counts().get("attention", 0), "multi_head_attention": mha})
+        return
     inputs = ", ".join(f"{k}: {n.type}" for k, n in graph.inputs.items())
     click.echo(f"wrote {output}: graph {graph.name!r}, opset {mp.opset_import[0].version}, "
                f"{len(mp.graph.node)} ONNX nodes")
@@ -62,17 +72,16 @@ def export_command(model, weights, dims, seed, output, which, opt_level, no_weig
     click.echo(f"  outputs {', '.join(f'{k}: {n.type}' for k, n in graph.outputs.items())}")
     click.echo(f"  {len(mp.graph.initializer)} initializers ({size:.1f} MB)")
     if contrib_ops:
-        mha = sum(1 for n in mp.graph.node if n.op_type == "MultiHeadAttention")
         click.echo(f"  {mha} MultiHeadAttention (com.microsoft) of {graph.op_counts().get('attention', 0)} "
                    f"fused attention ops")
 
 
-def _check(path: str, graph, exe, sizes) -> None:
+def _check(path: str, graph, exe, sizes) -> dict | None:
+    """Compare ``exe`` with ONNX Runtime on random inputs; None when ONNX Runtime is missing."""
     try:
         import onnxruntime as ort
     except ImportError:
-        click.echo("  check skipped: onnxruntime is not installed")
-        return
+        return None
     feed = random_inputs(graph, sizes)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     want = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
@@ -81,12 +90,7 @@ def _check(path: str, graph, exe, sizes) -> None:
     for name, ref in want.items():
         diff = np.abs(got[name].astype(np.float64) - ref.astype(np.float64))
         worst = max(worst, float(diff.max()) if diff.size else 0.0)
-    shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items())
-    verdict = "OK" if worst <= 1e-3 else "MISMATCH"
-    click.echo(f"  check vs onnxruntime on random inputs ({shapes}): max |diff| {worst:.2e}  {verdict}")
-    if verdict != "OK":
-        from .common import Failed
-        raise Failed(f"{exe.target} and onnxruntime disagree by {worst:.2e}")
+    return {"inputs": {k: list(v.shape) for k, v in feed.items()}, "max_abs": worst, "ok": worst <= 1e-3}
 
 
 @click.command("import", cls=Command)
@@ -97,7 +101,8 @@ def _check(path: str, graph, exe, sizes) -> None:
 @click.option("--print", "show", is_flag=True, help="Print the imported graph.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare the compiled graph with ONNX Runtime on random inputs.")
-def import_command(path, target, dims, output, show, check):
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def import_command(path, target, dims, output, show, check, as_json):
     """Import an ONNX model, compile it for TARGET and check it against ONNX Runtime.
 
     \b
@@ -113,15 +118,31 @@ def import_command(path, target, dims, output, show, check):
     if output:
         graph.save(output)
     exe, seconds, _ = compile_graph(graph, target)
-    counts = ", ".join(f"{op} {n}" for op, n in sorted(graph.op_counts().items(), key=lambda kv: -kv[1]))
-    click.echo(f"imported {Path(path).name}: {len(graph.nodes)} nodes ({counts})")
-    click.echo(f"  inputs  {', '.join(f'{k}: {n.type}' for k, n in graph.inputs.items())}")
-    click.echo(f"  outputs {', '.join(f'{k}: {n.type}' for k, n in graph.outputs.items())}")
-    if show:
-        click.echo(str(graph))
-    if output:
-        click.echo(f"  saved the graph to {output}")
-    click.echo(f"  compiled for {target} in {seconds:.1f} s")
+    result = None
     if check:
         with phase("checking against ONNX Runtime"):
-            _check(path, graph, exe, sizes)
+            result = _check(path, graph, exe, sizes)
+    if as_json:
+        emit_json({"path": path, "target": target, "nodes": len(graph.nodes), "ops": graph.op_counts(),
+                   "inputs": {k: str(n.type) for k, n in graph.inputs.items()},
+                   "outputs": {k: str(n.type) for k, n in graph.outputs.items()},
+                   "saved": output, "compile_s": seconds, "check": result if check else "skipped"})
+    else:
+        counts = ", ".join(f"{op} {n}" for op, n in sorted(graph.op_counts().items(), key=lambda kv: -kv[1]))
+        click.echo(f"imported {Path(path).name}: {len(graph.nodes)} nodes ({counts})")
+        click.echo(f"  inputs  {', '.join(f'{k}: {n.type}' for k, n in graph.inputs.items())}")
+        click.echo(f"  outputs {', '.join(f'{k}: {n.type}' for k, n in graph.outputs.items())}")
+        if show:
+            click.echo(str(graph))
+        if output:
+            click.echo(f"  saved the graph to {output}")
+        click.echo(f"  compiled for {target} in {seconds:.1f} s")
+        if check and result is None:
+            click.echo("  check skipped: onnxruntime is not installed")
+        elif check:
+            shapes = ", ".join(f"{k}{v}" for k, v in result["inputs"].items())
+            click.echo(f"  check vs onnxruntime on random inputs ({shapes}): max |diff| {result['max_abs']:.2e}  "
+                       f"{'OK' if result['ok'] else 'MISMATCH'}")
+    if result is not None and not result["ok"]:
+        from .common import Failed
+        raise Failed(f"{exe.target} and onnxruntime disagree by {result['max_abs']:.2e}")

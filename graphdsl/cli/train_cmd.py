@@ -13,7 +13,7 @@ import numpy as np
 
 from graphdsl.errors import GraphDSLError
 
-from .common import Command, Failed, emit_json, load_model, model_options, parse_targets, phase
+from .common import Command, Failed, emit_json, load_model, model_options, parse_targets, phase, progress_enabled
 
 
 def data_batches(path: str, graph, batch_size: int):
@@ -48,6 +48,31 @@ def _tokens(batch) -> int:
     return int(np.shape(first)[0]) if np.ndim(first) else 1
 
 
+def _resume(path: str, source, lr, allow_override: bool, seed: int, options: dict):
+    """Trainer.load with the checkpoint's optimizer; ``--lr`` replaces only its learning rate."""
+    import json
+    from graphdsl.optim import Optimizer
+    from models.trainer import Trainer
+    optimizer = None
+    if lr is not None:
+        try:
+            config = dict(json.loads((Path(path) / "trainer.json").read_text(encoding="utf-8"))["optimizer"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise GraphDSLError(f"checkpoint {path!r}: trainer.json cannot be read ({type(e).__name__})",
+                                hint="write a checkpoint with `graphdsl train MODEL --save DIR`") from None
+        config["lr"] = lr
+        optimizer = Optimizer.from_config(config)
+    if allow_override:
+        options = {**options, "seed": seed}
+    try:
+        return Trainer.load(path, source, optimizer, allow_override=allow_override, **options)
+    except GraphDSLError as e:
+        if "this call passes" not in e.message:
+            raise
+        raise GraphDSLError(e.message, hint="drop the option to resume with the checkpoint's value, or pass "
+                                            "--allow-override to train on with this one") from None
+
+
 @click.command("train", cls=Command)
 @model_options
 @click.option("--target", default="numpy", show_default=True, help="numpy, llvm or cuda.")
@@ -68,9 +93,11 @@ def _tokens(batch) -> int:
 @click.option("--every", type=click.IntRange(min=1), default=None, help="Checkpoint every K steps (needs --save).")
 @click.option("-O", "--opt-level", type=click.IntRange(0, 2), default=None,
               help="Graph passes before differentiating [default: 2; on --resume, the checkpoint's].")
+@click.option("--allow-override", is_flag=True,
+              help="On --resume, let --lr / --clip-norm / -O / --seed differ from the checkpoint's (with a warning).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (first_loss, final_loss, ...).")
 def train_command(model, weights, dims, seed, target, steps, batch_size, lr, clip_norm, data_file, resume,
-                  save_dir, every, opt_level, as_json):
+                  save_dir, every, opt_level, allow_override, as_json):
     """Train MODEL: the passes fuse the forward, one compiled step graph runs per batch.
 
     \b
@@ -99,14 +126,13 @@ def train_command(model, weights, dims, seed, target, steps, batch_size, lr, cli
         source = m.loss_graph()
         batches, examples = data_batches(data_file, source, batch_size)
         params = m.require_params("training")
-    options = {"target": target, "progress": not as_json}
+    options = {"target": target, "progress": progress_enabled() and not as_json}
     for key, value in (("clip_norm", clip_norm), ("opt_level", opt_level)):
         if value is not None:
             options[key] = value
     with phase(f"building and compiling the train step for {target}"):
         if resume:
-            optimizer = AdamW(lr=lr) if lr is not None else None
-            trainer = Trainer.load(resume, source, optimizer, **options)
+            trainer = _resume(resume, source, lr, allow_override, seed, options)
         else:
             options.setdefault("clip_norm", 1.0)
             options.setdefault("opt_level", 2)
