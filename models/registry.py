@@ -23,7 +23,7 @@ from graphdsl.graph import Graph
 from graphdsl.nn import Module
 
 # Modules of this package that are not model families (everything else is imported by _load).
-_NOT_FAMILIES = {"registry", "trainer", "data", "decoding", "hf", "finetune"}
+_NOT_FAMILIES = {"registry", "trainer", "checkpoint", "data", "decoding", "hf", "hf_save", "finetune"}
 
 
 @dataclass(frozen=True)

@@ -16,36 +16,12 @@ and batches given as a function ``batches(step)`` are drawn from ``default_rng([
 step])`` (``spec_batches``), so a run resumed from a checkpoint sees the same batches and masks,
 and its losses are those of the run that never stopped.
 
-Checkpoint layout (a directory): ``params.npz`` and ``optimizer.npz`` (``.safetensors`` instead
-with ``format="safetensors"``, when that package is installed) and ``trainer.json``:
-
-    format_version   2
-    format           "npz" or "safetensors"
-    step, seed       updates done; the dropout seed
-    model, graph     the ModelSpec's name (or null) and the loss graph's name
-    optimizer        the optimizer as data: {"class": "AdamW", "lr", "betas", "eps", "weight_decay",
-                     "lr_scale"} (every constructor argument; ``Optimizer.from_config`` rebuilds it)
-    schedule         null or {"class": "WarmupCosine", "warmup_steps", "total_steps", "min_ratio"}
-    clip_norm        null or the global-norm bound
-    opt_level        the passes' level the step graph was built with
-    wrt              the trained parameters, in the graph's order
-    step_graph_hash  ``step_graph.structural_hash()`` (sha256 hex; blind to source lines)
-    target           where it trained (informational: a resume may run elsewhere)
-    params           name -> [shape, dtype]
-    best, history    the best evaluation so far and every logged record
-
-``Trainer.load`` is exact or refuses: what the checkpoint records is restored when the call does
-not pass it, a conflicting argument is an error naming both values, and a rebuilt step graph
-whose structural hash differs (another model or loss graph) is an error; ``allow_override=True``
-lets either through with a warning. Version-1 checkpoints (which recorded only the optimizer's
-class and lr, the schedule as text, clip_norm and seed) are read best-effort, only with
-``allow_override=True`` and an explicit ``optimizer``: see ``Trainer.load``.
+Checkpoints: ``save`` and ``load``; the layout, and how a resume is checked, are in models/checkpoint.py.
 """
 from __future__ import annotations
 
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -57,10 +33,10 @@ from graphdsl.optim import Optimizer, StepRunner, make_train_step, zero_state
 from graphdsl.optim.schedules import Schedule
 from graphdsl.optim.step import UPDATE_PREFIX
 
+from .checkpoint import (FORMAT_VERSION, RESTORED, check_hash, check_same, optimizer_changes, read_arrays,
+                         rebuild_setting, recorded_settings, refuse_or_warn, setting_data, write_arrays)
 from .registry import ModelSpec
 
-FORMAT_VERSION = 2
-RESTORED = ("schedule", "clip_norm", "seed", "opt_level")   # besides the optimizer and wrt
 Batch = Mapping[str, np.ndarray]
 
 
@@ -314,8 +290,8 @@ class Trainer:
         }
         text = json.dumps(meta, indent=1)
         path.mkdir(parents=True, exist_ok=True)
-        _write_arrays(path / "params", self.params, format)
-        _write_arrays(path / "optimizer", self.runner.state, format)
+        write_arrays(path / "params", self.params, format)
+        write_arrays(path / "optimizer", self.runner.state, format)
         (path / "trainer.json").write_text(text, encoding="utf-8")
         return path
 
@@ -346,39 +322,39 @@ class Trainer:
             raise GraphDSLError(f"no checkpoint at {str(path)!r} (trainer.json is missing)")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         where = f"checkpoint {str(path)!r}"
-        recorded = _recorded_settings(where, meta, allow_override, optimizer, kwargs)
+        recorded = recorded_settings(where, meta, allow_override, optimizer, kwargs)
         if optimizer is None:
             optimizer = Optimizer.from_config(recorded["optimizer"])
         elif not isinstance(optimizer, Optimizer):
             raise GraphDSLError(f"Trainer.load: optimizer must be a graphdsl.optim Optimizer or None, got "
                                 f"{type(optimizer).__name__}", hint="omit it to rebuild the checkpoint's")
-        changes = _optimizer_changes(where, recorded["optimizer"], optimizer, allow_override)
+        changes = optimizer_changes(where, recorded["optimizer"], optimizer, allow_override)
         for key in RESTORED:
             if key not in recorded:
                 continue
             if key not in kwargs:
-                kwargs[key] = _rebuild_setting(key, recorded[key])
-            elif _setting_data(key, kwargs[key]) != recorded[key]:
-                changes.append((key, recorded[key], _setting_data(key, kwargs[key])))
+                kwargs[key] = rebuild_setting(key, recorded[key])
+            elif setting_data(key, kwargs[key]) != recorded[key]:
+                changes.append((key, recorded[key], setting_data(key, kwargs[key])))
         wrt = kwargs.pop("wrt", recorded.get("wrt"))
 
-        params = _read_arrays(path / "params")
+        params = read_arrays(path / "params")
         trainer = cls.__new__(cls)
         trainer._setup(spec_or_loss_graph, params, optimizer, **kwargs)
         if wrt is not None and not set(wrt) <= set(trainer.loss_graph.params):   # another model: say so
-            _check_same(path, "parameters", {k: tuple(n.type.shape) for k, n in trainer.loss_graph.params.items()},
+            check_same(path, "parameters", {k: tuple(n.type.shape) for k, n in trainer.loss_graph.params.items()},
                         params)
         trainer._build(wrt)
         if "wrt" in recorded and set(trainer.wrt) != set(recorded["wrt"]):
             changes.append(("wrt", recorded["wrt"], trainer.wrt))
-        _refuse_or_warn(where, changes, allow_override)
+        refuse_or_warn(where, changes, allow_override)
 
-        _check_same(path, "parameters", {k: tuple(n.type.shape) for k, n in trainer.step_graph.params.items()},
+        check_same(path, "parameters", {k: tuple(n.type.shape) for k, n in trainer.step_graph.params.items()},
                     params)
-        state = _read_arrays(path / "optimizer")
+        state = read_arrays(path / "optimizer")
         expected = {k: v.shape for k, v in zero_state(trainer.step_graph).items()}
-        _check_same(path, "optimizer state", expected, state)
-        _check_hash(where, recorded.get("step_graph_hash"), trainer.step_graph, allow_override, bool(changes))
+        check_same(path, "optimizer state", expected, state)
+        check_hash(where, recorded.get("step_graph_hash"), trainer.step_graph, allow_override, bool(changes))
 
         trainer._compile()
         trainer.runner.state = {k: state[k] for k in expected}
@@ -396,103 +372,6 @@ def _in_graph_order(graph: Graph, wrt: Iterable[str] | None) -> list[str] | None
     return [k for k in graph.params if k in wanted] + [w for w in wanted if w not in graph.params]
 
 
-def _setting_data(key: str, value) -> Any:
-    """A setting as the checkpoint records it."""
-    if value is None:
-        return None
-    if key == "schedule":
-        return value.config() if isinstance(value, Schedule) else value
-    if key == "clip_norm":
-        return float(value)
-    return int(value)       # seed, opt_level
-
-
-def _rebuild_setting(key: str, data) -> Any:
-    return Schedule.from_config(data) if key == "schedule" and data is not None else data
-
-
-def _recorded_settings(where: str, meta: Mapping, allow_override: bool, optimizer, kwargs) -> dict:
-    """The settings ``meta`` records, keyed as ``load`` compares them (a version-1 file: the few it has)."""
-    version = meta.get("format_version")
-    if version == FORMAT_VERSION:
-        return {k: meta[k] for k in ("optimizer", *RESTORED, "wrt", "step_graph_hash")}
-    if version != 1:
-        raise GraphDSLError(f"{where} has format version {version}, this code reads versions 1 and "
-                            f"{FORMAT_VERSION}", hint="load it with the graphdsl version that wrote it")
-    if not allow_override:
-        raise GraphDSLError(f"{where} has format version 1, which did not record the optimizer's "
-                            f"hyperparameters, the schedule as data, opt_level, wrt or the train step's "
-                            f"hash: resuming it exactly cannot be checked",
-                            hint="pass allow_override=True with optimizer= (and schedule=) as it trained, to "
-                                 "resume it best-effort; save it again to write version 2")
-    if optimizer is None:
-        raise GraphDSLError(f"{where} (format version 1) records only the optimizer's class and lr",
-                            hint=f"pass optimizer=, e.g. {meta['optimizer']['class']}(lr={meta['optimizer']['lr']})")
-    if meta.get("schedule") is not None and "schedule" not in kwargs:
-        raise GraphDSLError(f"{where} (format version 1) trained with schedule {meta['schedule']}, recorded "
-                            f"only as text", hint="pass that schedule= explicitly")
-    warnings.warn(f"{where} has format version 1: resuming best-effort; the optimizer's hyperparameters "
-                  f"other than lr, the schedule and wrt are this call's, and opt_level defaults to 0", stacklevel=3)
-    return {"optimizer": dict(meta["optimizer"]), "clip_norm": meta.get("clip_norm"), "seed": meta["seed"],
-            "opt_level": 0}
-
-
-def _optimizer_changes(where: str, recorded: Mapping, optimizer: Optimizer, allow_override: bool) -> list:
-    """``(setting, recorded, given)`` for each hyperparameter of ``optimizer`` that differs."""
-    given = optimizer.config()
-    if given["class"] != recorded["class"]:
-        if not allow_override:
-            raise GraphDSLError(f"{where} holds {recorded['class']} state, got a {given['class']} optimizer",
-                                hint=f"resume with {recorded['class']} (omit optimizer= to rebuild the "
-                                     f"checkpoint's), or pass allow_override=True")
-        return [("optimizer", recorded, given)]
-    return [(k, v, given.get(k)) for k, v in recorded.items() if k != "class" and given.get(k) != v]
-
-
-def _show(key: str, value) -> str:
-    if isinstance(value, Mapping) and "class" in value:
-        args = ", ".join(f"{k}={v!r}" for k, v in value.items() if k != "class")
-        return f"{value['class']}({args})"
-    if key == "wrt":
-        names = list(value)
-        return repr(names) if len(names) <= 4 else f"[{', '.join(map(repr, names[:3]))}, ... ({len(names)} in all)]"
-    return repr(value)
-
-
-def _refuse_or_warn(where: str, changes: list, allow_override: bool) -> None:
-    if not changes:
-        return
-    was = ", ".join(f"{k}={_show(k, old)}" for k, old, _ in changes)
-    now = ", ".join(f"{k}={_show(k, new)}" for k, _, new in changes)
-    if allow_override:
-        warnings.warn(f"resuming {where} with changed settings (allow_override=True): was {was}, now {now}",
-                      stacklevel=3)
-        return
-    optimizer_keys = [k for k, *_ in changes if k not in (*RESTORED, "wrt")]
-    drop = (["optimizer="] if optimizer_keys else []) + [f"{k}=" for k, *_ in changes if k in (*RESTORED, "wrt")]
-    raise GraphDSLError(f"{where} was trained with {was}, this call passes {now}",
-                        hint=f"drop {', '.join(drop)} to resume with the checkpoint's settings, or pass "
-                             f"allow_override=True to train on with this call's")
-
-
-def _check_hash(where: str, recorded: str | None, step_graph: Graph, allow_override: bool,
-                settings_changed: bool) -> None:
-    """Refuse (warn, with ``allow_override``) a rebuilt step graph that is not the one that trained."""
-    if recorded is None:
-        return
-    rebuilt = step_graph.structural_hash()
-    if rebuilt == recorded:
-        return
-    message = (f"{where} was trained with another train-step graph: structural hash {recorded[:12]} recorded, "
-               f"{rebuilt[:12]} rebuilt")
-    if allow_override:
-        why = "expected when settings change" if settings_changed else "allow_override=True"
-        warnings.warn(f"{message} ({why})", stacklevel=3)
-        return
-    raise GraphDSLError(message, hint="resume with the model and loss graph it was trained with (and its "
-                                      "settings), or pass allow_override=True")
-
-
 # -- helpers ---------------------------------------------------------------------------------
 def _progress_bar(total, desc, enabled):
     from tqdm.auto import tqdm
@@ -506,45 +385,3 @@ def _postfix(record: Mapping[str, Any]) -> dict[str, str]:
     elif "samples_per_s" in record:
         out["samples/s"] = f"{record['samples_per_s']:.1f}"
     return out
-
-
-def _write_arrays(stem: Path, arrays: Mapping[str, np.ndarray], format: str) -> None:
-    """``stem.npz`` or ``stem.safetensors``; a file of the other format there is removed."""
-    arrays = {k: np.asarray(v, order="C") for k, v in arrays.items()}  # (ascontiguousarray makes 0-d 1-d)
-    for suffix in (".npz", ".safetensors"):
-        if suffix != f".{format}" and format in ("npz", "safetensors"):
-            stem.with_suffix(suffix).unlink(missing_ok=True)
-    if format == "npz":
-        np.savez(stem.with_suffix(".npz"), **arrays)
-    elif format == "safetensors":
-        try:
-            from safetensors.numpy import save_file
-        except ImportError:
-            raise GraphDSLError("format='safetensors' needs the safetensors package",
-                                hint="pip install safetensors, or save with format='npz'") from None
-        save_file(arrays, str(stem.with_suffix(".safetensors")))
-    else:
-        raise GraphDSLError(f"unknown checkpoint format {format!r}", hint="use 'npz' or 'safetensors'")
-
-
-def _read_arrays(stem: Path) -> dict[str, np.ndarray]:
-    if stem.with_suffix(".npz").exists():
-        with np.load(stem.with_suffix(".npz")) as f:
-            return {k: f[k] for k in f.files}
-    if stem.with_suffix(".safetensors").exists():
-        from safetensors.numpy import load_file
-        return dict(load_file(str(stem.with_suffix(".safetensors"))))
-    raise GraphDSLError(f"checkpoint file {stem.name}.npz (or .safetensors) is missing in {str(stem.parent)!r}")
-
-
-def _check_same(path: Path, what: str, expected: Mapping[str, tuple], got: Mapping[str, np.ndarray]) -> None:
-    """Raise unless ``got`` has exactly the names of ``expected`` (name -> shape), with those shapes."""
-    missing = sorted(set(expected) - set(got))
-    unexpected = sorted(set(got) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(got) if tuple(expected[k]) != np.shape(got[k]))
-    if missing or unexpected or shapes:
-        parts = [f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else "",
-                 f"mis-shaped {shapes[:5]}" if shapes else ""]
-        raise GraphDSLError(f"checkpoint {str(path)!r}: {what} does not fit this train step: "
-                            + "; ".join(p for p in parts if p),
-                            hint="resume with the same model, optimizer and trainable parameters")

@@ -15,8 +15,7 @@ from graphdsl.cli import main
 
 HERE = Path(__file__).parent
 USER = f"{HERE / 'user_models.py'}:classifier"
-sys.path.insert(0, str(HERE))
-import user_models  # noqa: E402
+from tests import user_models  # noqa: E402
 
 
 def cli(*args, code: int = 0) -> str:

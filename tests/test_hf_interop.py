@@ -9,44 +9,19 @@ transformers = pytest.importorskip("transformers")
 
 import backends  # noqa: E402
 from graphdsl.errors import GraphDSLError  # noqa: E402
+from tests.hf_models import ATOL, V, _quiet_and_one_thread, bert_hf_config, gpt_hf_config, tiny  # noqa: E402,F401
 from models import bert, finetune, gpt, hf  # noqa: E402
 from models.decoding import greedy  # noqa: E402
-
-V = 61
-ATOL = 1e-4
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _quiet_and_one_thread():
-    transformers.logging.set_verbosity_error()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _bert_hf_config(**kw):
-    # A larger initializer_range than BERT's 0.02 makes the logits spread out, so a wrong
-    # transpose or a swapped tensor shows up far above the tolerance.
-    return transformers.BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                   intermediate_size=48, max_position_embeddings=24, initializer_range=0.2, **kw)
-
-
-def _gpt_hf_config(**kw):
-    return transformers.GPT2Config(vocab_size=V, n_positions=24, n_embd=32, n_layer=2, n_head=4,
-                                   initializer_range=0.2, bos_token_id=0, eos_token_id=0, **kw)
 
 
 @pytest.fixture(scope="module")
 def hf_bert():
-    torch.manual_seed(0)
-    return transformers.BertForPreTraining(_bert_hf_config()).eval()
+    return tiny(transformers.BertForPreTraining, bert_hf_config(), 0)
 
 
 @pytest.fixture(scope="module")
 def hf_gpt():
-    torch.manual_seed(1)
-    return transformers.GPT2LMHeadModel(_gpt_hf_config()).eval()
+    return tiny(transformers.GPT2LMHeadModel, gpt_hf_config(), 1)
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +64,9 @@ def test_configs_are_built_from_the_hf_config_objects(hf_bert, hf_gpt):
 
 
 @pytest.mark.parametrize("config, needle", [
-    (lambda: _bert_hf_config(hidden_act="relu"), "hidden_act='relu'"),
-    (lambda: _bert_hf_config(position_embedding_type="relative_key"), "position_embedding_type"),
-    (lambda: _gpt_hf_config(scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx"),
+    (lambda: bert_hf_config(hidden_act="relu"), "hidden_act='relu'"),
+    (lambda: bert_hf_config(position_embedding_type="relative_key"), "position_embedding_type"),
+    (lambda: gpt_hf_config(scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx"),
     (lambda: transformers.T5Config(), "model_type 't5'"),
 ])
 def test_unsupported_configs_are_clear_errors(config, needle):
@@ -176,7 +151,7 @@ def test_our_weights_round_trip_through_a_hf_safetensors_file(tmp_path, family, 
     params = {k: (v + rng.normal(0, 0.05, v.shape)).astype(v.dtype) for k, v in params.items()}  # new numbers
     path = hf.save_hf_safetensors(params, model.config, tmp_path / "weights.safetensors")
     from safetensors.torch import load_file
-    hf_config = _bert_hf_config() if family == "bert" else _gpt_hf_config()
+    hf_config = bert_hf_config() if family == "bert" else gpt_hf_config()
     fresh = (transformers.BertForPreTraining if family == "bert" else transformers.GPT2LMHeadModel)(hf_config).eval()
     fresh.load_state_dict(load_file(str(path)), strict=True)
     back = hf.params_from_hf(path, model.config)

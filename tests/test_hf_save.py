@@ -14,54 +14,28 @@ transformers = pytest.importorskip("transformers")
 
 import backends  # noqa: E402
 from graphdsl.errors import GraphDSLError  # noqa: E402
+from tests.hf_models import ATOL, V, _quiet_and_one_thread, bert_hf_config, gpt_hf_config, tiny  # noqa: E402,F401
 from models import bert, gpt, hf, hf_save  # noqa: E402
-
-V = 61
-ATOL = 1e-4
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _quiet_and_one_thread():
-    transformers.logging.set_verbosity_error()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _bert_hf_config():
-    # initializer_range 0.2 spreads the outputs, so a wrong transpose shows far above ATOL
-    return transformers.BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                   intermediate_size=48, max_position_embeddings=24, initializer_range=0.2)
-
-
-def _gpt_hf_config():
-    return transformers.GPT2Config(vocab_size=V, n_positions=24, n_embd=32, n_layer=2, n_head=4,
-                                   initializer_range=0.2, bos_token_id=0, eos_token_id=0)
 
 
 @pytest.fixture(scope="module")
 def hf_bert():
-    torch.manual_seed(0)
-    return transformers.BertForPreTraining(_bert_hf_config()).eval()
+    return tiny(transformers.BertForPreTraining, bert_hf_config(), 0)
 
 
 @pytest.fixture(scope="module")
 def hf_bert_bare():
-    torch.manual_seed(1)
-    return transformers.BertModel(_bert_hf_config()).eval()
+    return tiny(transformers.BertModel, bert_hf_config(), 1)
 
 
 @pytest.fixture(scope="module")
 def hf_gpt():
-    torch.manual_seed(2)
-    return transformers.GPT2LMHeadModel(_gpt_hf_config()).eval()
+    return tiny(transformers.GPT2LMHeadModel, gpt_hf_config(), 2)
 
 
 @pytest.fixture(scope="module")
 def hf_gpt_bare():
-    torch.manual_seed(3)
-    return transformers.GPT2Model(_gpt_hf_config()).eval()
+    return tiny(transformers.GPT2Model, gpt_hf_config(), 3)
 
 
 def _bert_batch():

@@ -24,25 +24,32 @@ from .common import (Command, Failed, compile_graph, emit_json, load_model, mode
                      phase, random_inputs, read_inputs)
 
 
-def model_case(model: str | model_ref.Model, *, train: bool = False, batch_size: int = 2, seed: int = 0,
-               opt_level: int = 2, sizes=None, inputs: dict | None = None):
-    """(graph, inputs) for a MODEL: its forward graph (eval mode) or one AdamW training step."""
+def case_graph(m: model_ref.Model, *, train: bool, opt_level: int):
+    """``(graph, data_graph)``: what a command compiles, the forward graph (or with ``train`` one AdamW
+    step of the loss graph) after the passes of ``opt_level``, and the graph whose inputs the data feeds."""
     import passes
-    from graphdsl.optim import AdamW, make_train_step, zero_state
-    m = model if isinstance(model, model_ref.Model) else model_ref.load(model, seed=seed)
+    from graphdsl.optim import AdamW, make_train_step
     graph = m.loss_graph() if train else m.graph
     if opt_level:
         with phase(f"running the level-{opt_level} passes"):
             graph = passes.optimize(graph, opt_level)
+    return (make_train_step(graph, AdamW(lr=1e-3), clip_norm=1.0) if train else graph), graph
+
+
+def model_case(model: str | model_ref.Model, *, train: bool = False, batch_size: int = 2, seed: int = 0,
+               opt_level: int = 2, sizes=None, inputs: dict | None = None):
+    """(graph, inputs) for a MODEL: its forward graph (eval mode) or one AdamW training step."""
+    from graphdsl.optim import zero_state
+    m = model if isinstance(model, model_ref.Model) else model_ref.load(model, seed=seed)
+    graph, data_graph = case_graph(m, train=train, opt_level=opt_level)
     params = m.require_params("running it")
     if m.spec is not None:
         batch = m.spec.example_batch(batch_size, seed)
     else:
-        batch = random_inputs(graph, {"batch": batch_size, **(sizes or {})}, seed)
+        batch = random_inputs(data_graph, {"batch": batch_size, **(sizes or {})}, seed)
     if inputs is not None:
         batch = {**batch, **inputs}
     if train:
-        graph = make_train_step(graph, AdamW(lr=1e-3), clip_norm=1.0)
         feed = {**batch, **{f"state/{k}": v for k, v in zero_state(graph).items()}}
         if "seed" in graph.inputs:
             feed["seed"] = np.int32(seed)
@@ -99,14 +106,7 @@ def compile_command(model, target, out_dir, train, weights, emit_source, seed, a
         raise click.UsageError("--emit-source writes CUDA source: use it with --target cuda")
     weights_file = weights if weights not in (None, "-") else None
     m = load_model(model, weights_file, seed=seed, desc="tracing")
-    graph = m.loss_graph() if train else m.graph
-    if opt_level:
-        import passes
-        with phase(f"running the level-{opt_level} passes"):
-            graph = passes.optimize(graph, opt_level)
-    if train:
-        from graphdsl.optim import AdamW, make_train_step
-        graph = make_train_step(graph, AdamW(lr=1e-3), clip_norm=1.0)
+    graph, _ = case_graph(m, train=train, opt_level=opt_level)
     bundle = None
     if weights is not None:
         bundle = m.require_params("--weights")

@@ -1,0 +1,35 @@
+"""Tiny random-weight ``transformers`` models built from config objects (nothing downloaded), shared by
+the Hugging Face interop tests. Import it after ``pytest.importorskip("transformers")``."""
+import pytest
+import torch
+import transformers
+
+V = 61          # vocabulary
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _quiet_and_one_thread():
+    transformers.logging.set_verbosity_error()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def bert_hf_config(**kw):
+    # A larger initializer_range than BERT's 0.02 makes the logits spread out, so a wrong
+    # transpose or a swapped tensor shows up far above the tolerance.
+    return transformers.BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=48, max_position_embeddings=24, initializer_range=0.2, **kw)
+
+
+def gpt_hf_config(**kw):
+    return transformers.GPT2Config(vocab_size=V, n_positions=24, n_embd=32, n_layer=2, n_head=4,
+                                   initializer_range=0.2, bos_token_id=0, eos_token_id=0, **kw)
+
+
+def tiny(cls, config, seed: int):
+    """``cls(config)`` with weights drawn from ``seed``, in eval mode."""
+    torch.manual_seed(seed)
+    return cls(config).eval()
