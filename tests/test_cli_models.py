@@ -381,3 +381,19 @@ def test_verbose_logs_compile_cache_hits(tmp_path):
     done = subprocess.run(cmd + [str(tmp_path / "b")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "compile cache hit on disk" in done.stderr and "from the compile cache (disk)" in done.stdout
+
+
+def test_optimize_a_zoo_model_and_a_user_file(tmp_path):
+    from graphdsl.graph import Graph
+    doc = cli_json("optimize", "bert-tiny", "-o", tmp_path / "bert.json")
+    assert doc["final_ops"]["attention"] == 2 and (tmp_path / "bert.npz").exists()
+    fused = Graph.load(tmp_path / "bert.json")
+    import models
+    spec = models.get("bert-tiny")
+    module = spec.module().eval()
+    feed = {k: v for k, v in spec.example_batch(2).items() if k in fused.inputs}
+    want = reference(spec.forward(module), {**feed, **module.init(seed=0)})
+    got = reference(fused, {**feed, **dict(np.load(tmp_path / "bert.npz"))})
+    np.testing.assert_allclose(got["mlm_logits"], want["mlm_logits"], atol=1e-5)
+    doc = cli_json("optimize", USER, "-o", tmp_path / "mine.onnx", "--contrib-ops")
+    assert doc["multi_head_attention"] == 1

@@ -51,11 +51,22 @@ def optimize_file(src, dst, *, level: int = 2, contrib_ops: bool = False,
     if contrib_ops and dst.suffix == ".json":
         raise GraphDSLError(f"contrib_ops=True applies to ONNX output, not to {dst.name}",
                             hint="write a .onnx file, or drop contrib_ops")
-    import passes   # backends depend on graphdsl only; this one function also runs the passes
     graph, values = _load(src, dims)
+    return optimize_graph(graph, values, dst, level=level, contrib_ops=contrib_ops)
+
+
+def optimize_graph(graph: Graph, values: Mapping | None, dst, *, level: int = 2,
+                   contrib_ops: bool = False) -> passes.Report:
+    """``optimize_file`` for a graph in memory (``values``: its parameter values, or None)."""
+    dst = Path(dst)
+    _check_suffix(dst, "destination")
+    if contrib_ops and dst.suffix == ".json":
+        raise GraphDSLError(f"contrib_ops=True applies to ONNX output, not to {dst.name}",
+                            hint="write a .onnx file, or drop contrib_ops")
+    import passes   # backends depend on graphdsl only; this one function also runs the passes
     report = passes.report(graph, level)
     out = report.graph
-    values = {k: v for k, v in values.items() if k in out.params}
+    values = {k: v for k, v in (values or {}).items() if k in out.params}
     if dst.suffix == ".onnx":
         model = export(out, params=values or None, contrib_ops=contrib_ops)
         _replace(dst, lambda path: save(model, path))   # > 2 GB: weights in <name>.data beside it
@@ -96,4 +107,4 @@ def _replace(dst: Path, write: Callable[[Path], None]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["optimize_file"]
+__all__ = ["optimize_file", "optimize_graph"]
