@@ -30,6 +30,9 @@ def read_arrays(path, what: str = "arrays") -> dict[str, np.ndarray]:
     if not path.is_file():
         raise GraphDSLError(f"{what} file {str(path)!r} does not exist" if not path.exists()
                             else f"{what} file {str(path)!r} is not a file")
+    if path.suffix == ".npz" and not zipfile.is_zipfile(path):
+        raise GraphDSLError(f"{what} file {str(path)!r} is not an .npz file (not a zip archive)",
+                            hint="the file is damaged, or not what its name says; write one with numpy.savez")
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as f:
