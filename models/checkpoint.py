@@ -1,7 +1,21 @@
 """What a training checkpoint records, and how a resume is checked against it (``Trainer.save``/``load``).
 
-Checkpoint layout (a directory): ``params.npz`` and ``optimizer.npz`` (``.safetensors`` instead
-with ``format="safetensors"``, when that package is installed) and ``trainer.json``:
+A checkpoint is a directory of snapshots, one per ``save``, each complete or absent:
+
+    ckpt/step-00000040/    params.npz, optimizer.npz (or .safetensors), trainer.json, manifest.json
+    ckpt/step-00000050/    the newest: what ``Trainer.load("ckpt/")`` resumes from
+
+A snapshot is written into a temporary sibling (``ckpt/.step-00000050.tmp-*``), every file synced to
+disk, ``manifest.json`` (the step, and each file's size and sha256) written last, and then renamed
+into place in one step: a kill at any moment leaves the previous snapshots intact and at most a
+temporary directory, which the next save removes. ``save(..., keep=K)`` then deletes all but the
+newest K snapshots (never anything else: saving into a directory that holds files not ours is
+refused). Loading verifies the manifest (sizes, digests, the step in every file) before any array
+reaches a kernel and names the file that fails; parameters must have the dtype the graph declares
+and hold finite values only. ``load`` of a snapshot directory itself (``ckpt/step-00000040``) resumes
+from that one. A directory with ``trainer.json`` at its top is the flat layout of version 1.
+
+trainer.json:
 
     format_version   2
     format           "npz" or "safetensors"
@@ -27,9 +41,15 @@ class and lr, the schedule as text, clip_norm and seed) are read best-effort, on
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -39,6 +59,10 @@ from graphdsl.optim import Optimizer
 from graphdsl.optim.schedules import Schedule
 
 FORMAT_VERSION = 2
+MANIFEST = "manifest.json"
+SNAPSHOT = re.compile(r"^step-(\d{8,})$")
+_TEMPORARY = re.compile(r"^\.step-\d{8,}\.tmp-")
+_FLAT = {"params.npz", "params.safetensors", "optimizer.npz", "optimizer.safetensors", "trainer.json"}
 RESTORED = ("schedule", "clip_norm", "seed", "opt_level")   # besides the optimizer and wrt
 
 
@@ -140,44 +164,210 @@ def check_hash(where: str, recorded: str | None, step_graph: Graph, allow_overri
                                       "settings), or pass allow_override=True")
 
 
+# -- snapshots -----------------------------------------------------------------------------------
+def snapshot_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def write_snapshot(root: Path, step: int, write: Callable[[Path], None], *, keep: int | None = 2) -> Path:
+    """``write(tmp_dir)`` fills a fresh temporary directory; its manifest is added, then it becomes
+    ``root/step-NNNNNNNN`` in one rename. Older snapshots beyond the newest ``keep`` are removed."""
+    root = Path(root)
+    if keep is not None and keep < 1:
+        raise GraphDSLError(f"keep={keep}: a checkpoint keeps at least its newest snapshot")
+    _check_ours(root)
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_temporaries(root)
+    name = snapshot_name(step)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+    try:
+        write(tmp)
+        files = {}
+        for f in sorted(tmp.iterdir()):
+            _fsync(f)
+            files[f.name] = {"bytes": f.stat().st_size, "sha256": _digest(f)}
+        manifest = {"format": "graphdsl-checkpoint", "format_version": FORMAT_VERSION, "step": step,
+                    "files": files}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        _fsync(tmp / MANIFEST)
+        _fsync(tmp)
+        final = root / name
+        if final.exists():                       # saved again at the same step: swap it out
+            old = root / f".{name}.tmp-old-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if keep is not None:
+        for old in snapshots(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def snapshots(root: Path) -> list[Path]:
+    """The snapshot directories of ``root`` that have a manifest, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if (m := SNAPSHOT.match(p.name)) and p.is_dir() and (p / MANIFEST).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def resolve(path) -> Path:
+    """The directory a resume reads: ``path`` itself when it is a snapshot, else its newest snapshot,
+    else ``path`` when it holds a version-1 checkpoint (flat: trainer.json at its top)."""
+    path = Path(path)
+    if not path.exists():
+        raise GraphDSLError(f"no checkpoint at {str(path)!r}: it does not exist",
+                            hint="write one with Trainer.save(path) or `graphdsl train MODEL --save DIR`")
+    if not path.is_dir():
+        raise GraphDSLError(f"checkpoint {str(path)!r} is a file; a checkpoint is a directory")
+    if (path / MANIFEST).exists():
+        return path
+    found = snapshots(path)
+    if not found and (path / "trainer.json").exists():
+        return path                              # the flat layout of version 1
+    if not found:
+        raise GraphDSLError(f"no checkpoint at {str(path)!r}: it holds no step-* snapshot with a manifest",
+                            hint="write one with Trainer.save(path) or `graphdsl train MODEL --save DIR`")
+    return found[-1]
+
+
+def read_params(path) -> dict[str, np.ndarray]:
+    """The parameters of checkpoint ``path`` (its newest snapshot, verified), for inference or fine-tuning."""
+    snap = resolve(path)
+    if (snap / MANIFEST).exists():
+        verify_snapshot(snap)
+    return read_arrays(snap / "params")
+
+
+def read_meta(path) -> dict:
+    """The trainer.json of checkpoint ``path`` (its newest snapshot, verified)."""
+    snap = resolve(path)
+    if (snap / MANIFEST).exists():
+        verify_snapshot(snap)
+    meta = read_json(snap / "trainer.json", "checkpoint file")
+    if not isinstance(meta, dict):
+        raise GraphDSLError(f"checkpoint file {str(snap / 'trainer.json')!r} is not a JSON object")
+    return meta
+
+
+def verify_snapshot(snap: Path) -> dict:
+    """The manifest of ``snap``, after checking every file it lists (size and sha256)."""
+    manifest = read_json(snap / MANIFEST, "checkpoint manifest")
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not isinstance(manifest.get("step"), int):
+        raise GraphDSLError(f"checkpoint manifest {str(snap / MANIFEST)!r} is malformed (no step or files)")
+    for name, want in files.items():
+        f = snap / name
+        if not f.is_file():
+            raise GraphDSLError(f"checkpoint file {str(f)!r} is missing (the manifest lists it)",
+                                hint=_older_hint(snap))
+        if f.stat().st_size != want.get("bytes") or _digest(f) != want.get("sha256"):
+            raise GraphDSLError(f"checkpoint file {str(f)!r} is damaged: its size or sha256 is not the "
+                                f"one recorded when it was saved", hint=_older_hint(snap))
+    return manifest
+
+
+def read_json(path: Path, what: str):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GraphDSLError(f"{what} {str(path)!r} is missing") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise GraphDSLError(f"{what} {str(path)!r} cannot be read: {type(e).__name__}: {e}"[:300],
+                            hint="the checkpoint is damaged") from None
+
+
+def _older_hint(snap: Path) -> str:
+    older = [p for p in snapshots(snap.parent) if p.name < snap.name]
+    if older:
+        return f"the snapshot before it is intact: resume from {older[-1]}"
+    return "the checkpoint is damaged; no older snapshot is kept"
+
+
+def _check_ours(root: Path) -> None:
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise GraphDSLError(f"cannot save a checkpoint to {str(root)!r}: it is a file")
+    others = sorted(p.name for p in root.iterdir()
+                    if not (SNAPSHOT.match(p.name) or _TEMPORARY.match(p.name) or p.name in _FLAT))
+    if others:
+        raise GraphDSLError(f"cannot save a checkpoint to {str(root)!r}: it holds {', '.join(others[:5])}, "
+                            f"which are not a graphdsl checkpoint's",
+                            hint="choose a new or empty directory; graphdsl never deletes what it did not write")
+
+
+def _remove_temporaries(root: Path) -> None:
+    """Snapshots a killed save left half-written (ours by their name)."""
+    for p in root.iterdir():
+        if _TEMPORARY.match(p.name) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 # -- the arrays ------------------------------------------------------------------------------------
 def write_arrays(stem: Path, arrays: Mapping[str, np.ndarray], format: str) -> None:
-    """``stem.npz`` or ``stem.safetensors``; a file of the other format there is removed."""
+    """``stem.npz`` or ``stem.safetensors`` (into a fresh snapshot directory)."""
+    if format not in ("npz", "safetensors"):
+        raise GraphDSLError(f"unknown checkpoint format {format!r}", hint="use 'npz' or 'safetensors'")
     arrays = {k: np.asarray(v, order="C") for k, v in arrays.items()}  # (ascontiguousarray makes 0-d 1-d)
-    for suffix in (".npz", ".safetensors"):
-        if suffix != f".{format}" and format in ("npz", "safetensors"):
-            stem.with_suffix(suffix).unlink(missing_ok=True)
     if format == "npz":
         np.savez(stem.with_suffix(".npz"), **arrays)
-    elif format == "safetensors":
-        try:
-            from safetensors.numpy import save_file
-        except ImportError:
-            raise GraphDSLError("format='safetensors' needs the safetensors package",
-                                hint="pip install safetensors, or save with format='npz'") from None
-        save_file(arrays, str(stem.with_suffix(".safetensors")))
-    else:
-        raise GraphDSLError(f"unknown checkpoint format {format!r}", hint="use 'npz' or 'safetensors'")
+        return
+    try:
+        from safetensors.numpy import save_file
+    except ImportError:
+        raise GraphDSLError("format='safetensors' needs the safetensors package",
+                            hint="pip install safetensors, or save with format='npz'") from None
+    save_file(arrays, str(stem.with_suffix(".safetensors")))
 
 
 def read_arrays(stem: Path) -> dict[str, np.ndarray]:
-    if stem.with_suffix(".npz").exists():
-        with np.load(stem.with_suffix(".npz")) as f:
-            return {k: f[k] for k in f.files}
-    if stem.with_suffix(".safetensors").exists():
-        from safetensors.numpy import load_file
-        return dict(load_file(str(stem.with_suffix(".safetensors"))))
+    """The arrays of ``stem.npz`` or ``stem.safetensors``; a damaged file is an error naming it."""
+    from graphdsl.weights import read_arrays as read
+    for suffix in (".npz", ".safetensors"):
+        if stem.with_suffix(suffix).exists():
+            return read(stem.with_suffix(suffix), "checkpoint file")
     raise GraphDSLError(f"checkpoint file {stem.name}.npz (or .safetensors) is missing in {str(stem.parent)!r}")
 
 
-def check_same(path: Path, what: str, expected: Mapping[str, tuple], got: Mapping[str, np.ndarray]) -> None:
-    """Raise unless ``got`` has exactly the names of ``expected`` (name -> shape), with those shapes."""
+def check_same(path: Path, what: str, expected: Mapping[str, tuple], got: Mapping[str, np.ndarray],
+               dtypes: Mapping[str, np.dtype] | None = None) -> None:
+    """Raise unless ``got`` has exactly the names of ``expected`` (name -> shape), with those shapes,
+    the ``dtypes`` given, and (for float arrays with ``dtypes``) finite values only."""
     missing = sorted(set(expected) - set(got))
     unexpected = sorted(set(got) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(got) if tuple(expected[k]) != np.shape(got[k]))
-    if missing or unexpected or shapes:
+    both = sorted(set(expected) & set(got))
+    shapes = [k for k in both if tuple(expected[k]) != np.shape(got[k])]
+    typed = [f"{k} ({got[k].dtype}, not {dtypes[k]})" for k in both if dtypes and got[k].dtype != dtypes[k]]
+    nan = [k for k in both if dtypes and got[k].dtype.kind == "f" and not np.isfinite(got[k]).all()]
+    if missing or unexpected or shapes or typed or nan:
         parts = [f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else "",
-                 f"mis-shaped {shapes[:5]}" if shapes else ""]
+                 f"mis-shaped {shapes[:5]}" if shapes else "", f"of another dtype: {', '.join(typed[:5])}" if typed else "",
+                 f"holding NaN or inf: {nan[:5]}" if nan else ""]
         raise GraphDSLError(f"checkpoint {str(path)!r}: {what} does not fit this train step: "
                             + "; ".join(p for p in parts if p),
                             hint="resume with the same model, optimizer and trainable parameters")

@@ -352,10 +352,8 @@ def load_pretrained(source: Any, config=None) -> dict[str, np.ndarray]:
         if path.is_dir() and (path / "config.json").exists():
             return hf.params_from_hf(path, config, backbone_only=True)
         if path.is_dir():
-            path = next((f for f in (path / "params.npz", path / "params.safetensors") if f.exists()), None)
-            if path is None:
-                raise GraphDSLError(f"no params.npz or params.safetensors in {str(source)!r}",
-                                    hint="pass a Trainer checkpoint directory or a weights file")
+            from .checkpoint import read_params
+            return read_params(path)
         if path.suffix == ".npz":
             with np.load(path) as f:
                 return {k: f[k] for k in f.files}

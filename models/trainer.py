@@ -31,10 +31,11 @@ from graphdsl.errors import GraphDSLError
 from graphdsl.graph import Graph
 from graphdsl.optim import Optimizer, StepRunner, make_train_step, zero_state
 from graphdsl.optim.schedules import Schedule
-from graphdsl.optim.step import UPDATE_PREFIX
+from graphdsl.optim.step import STEP, UPDATE_PREFIX
 
-from .checkpoint import (FORMAT_VERSION, RESTORED, check_hash, check_same, optimizer_changes, read_arrays,
-                         rebuild_setting, recorded_settings, refuse_or_warn, setting_data, write_arrays)
+from .checkpoint import (FORMAT_VERSION, MANIFEST, RESTORED, check_hash, check_same, optimizer_changes,
+                         read_arrays, read_json, rebuild_setting, recorded_settings, refuse_or_warn, resolve,
+                         setting_data, verify_snapshot, write_arrays, write_snapshot)
 from .registry import ModelSpec
 
 Batch = Mapping[str, np.ndarray]
@@ -275,8 +276,10 @@ class Trainer:
         return evaluate
 
     # -- checkpoints ------------------------------------------------------------------------
-    def save(self, path: str | Path, *, format: str = "npz") -> Path:
-        """Write a checkpoint directory (see the module docstring); returns its path."""
+    def save(self, path: str | Path, *, format: str = "npz", keep: int | None = 2) -> Path:
+        """Add a snapshot of this step to checkpoint directory ``path``, atomically, keeping the
+        newest ``keep`` snapshots (None: all); returns the snapshot's directory. The layout and what
+        it records: models/checkpoint.py."""
         path = Path(path)
         meta = {   # first: an optimizer or schedule that cannot be described fails before any write
             "format_version": FORMAT_VERSION, "format": format, "step": self.step, "seed": self.seed,
@@ -289,11 +292,14 @@ class Trainer:
             "best": self.best, "history": self.history,
         }
         text = json.dumps(meta, indent=1)
-        path.mkdir(parents=True, exist_ok=True)
-        write_arrays(path / "params", self.params, format)
-        write_arrays(path / "optimizer", self.runner.state, format)
-        (path / "trainer.json").write_text(text, encoding="utf-8")
-        return path
+        if format not in ("npz", "safetensors"):
+            raise GraphDSLError(f"unknown checkpoint format {format!r}", hint="use 'npz' or 'safetensors'")
+
+        def write(snapshot: Path) -> None:
+            write_arrays(snapshot / "params", self.params, format)
+            write_arrays(snapshot / "optimizer", self.runner.state, format)
+            (snapshot / "trainer.json").write_text(text, encoding="utf-8")
+        return write_snapshot(path, self.step, write, keep=keep)
 
     @classmethod
     def load(cls, path: str | Path, spec_or_loss_graph: ModelSpec | Graph, optimizer: Optimizer | None = None,
@@ -316,12 +322,15 @@ class Trainer:
         ``schedule`` when it was not None; trusted). ``opt_level`` defaults to 0, the unfused step
         that code trained, and no structural hash is checked. Saving writes version 2.
         """
-        path = Path(path)
-        meta_path = path / "trainer.json"
-        if not meta_path.exists():
-            raise GraphDSLError(f"no checkpoint at {str(path)!r} (trainer.json is missing)")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        path = resolve(path)
+        manifest = verify_snapshot(path) if (path / MANIFEST).exists() else None
+        meta = read_json(path / "trainer.json", "checkpoint file")
+        if not isinstance(meta, dict):
+            raise GraphDSLError(f"checkpoint file {str(path / 'trainer.json')!r} is not a JSON object")
         where = f"checkpoint {str(path)!r}"
+        if manifest is not None and meta.get("step") != manifest["step"]:
+            raise GraphDSLError(f"{where}: trainer.json is at step {meta.get('step')}, its manifest at "
+                                f"{manifest['step']}", hint="the checkpoint is damaged")
         recorded = recorded_settings(where, meta, allow_override, optimizer, kwargs)
         if optimizer is None:
             optimizer = Optimizer.from_config(recorded["optimizer"])
@@ -350,10 +359,14 @@ class Trainer:
         refuse_or_warn(where, changes, allow_override)
 
         check_same(path, "parameters", {k: tuple(n.type.shape) for k, n in trainer.step_graph.params.items()},
-                    params)
+                   params, {k: n.type.dtype.np for k, n in trainer.step_graph.params.items()})
         state = read_arrays(path / "optimizer")
         expected = {k: v.shape for k, v in zero_state(trainer.step_graph).items()}
         check_same(path, "optimizer state", expected, state)
+        if STEP in state and int(state[STEP]) != meta.get("step"):
+            raise GraphDSLError(f"{where}: the optimizer state is at step {int(state[STEP])}, trainer.json at "
+                                f"{meta.get('step')}: the files come from different saves",
+                                hint="the checkpoint is torn; resume from an intact snapshot")
         check_hash(where, recorded.get("step_graph_hash"), trainer.step_graph, allow_override, bool(changes))
 
         trainer._compile()

@@ -237,7 +237,8 @@ def test_generate_with_a_checkpoint_equals_the_api(tmp_path):
     doc = cli_json("generate", "gpt-tiny", "--checkpoint", tmp_path / "ckpt", "--prompt", "Anna", "--max-new-tokens", "3")
     tok = load_tokenizer()
     model = models.get("gpt-tiny").module().eval()
-    params = dict(np.load(tmp_path / "ckpt" / "params.npz"))
+    from models.checkpoint import read_params
+    params = read_params(tmp_path / "ckpt")
     step = gpt.gpt_step(model, params)
     want = decoding.greedy(lambda i, c: _masked(step(i, c), tok.vocab_size), np.array([[tok.bos_id, *tok.encode("Anna")]]), 3,
                            eos_id=tok.eos_id)

@@ -143,11 +143,12 @@ def test_safetensors_checkpoint(tmp_path):
     lin, graph, batch = linear_problem()
     trainer = Trainer(graph, lin.init(seed=0), AdamW(lr=0.01), progress=False)
     trainer.fit(batch, steps=2)
-    trainer.save(tmp_path / "st")                          # npz first, then overwritten in the other format
+    trainer.save(tmp_path / "st")                          # an npz snapshot, then a safetensors one
     trainer.fit(batch, steps=1)
     trainer.save(tmp_path / "st", format="safetensors")
-    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == [
-        "optimizer.safetensors", "params.safetensors", "trainer.json"]
+    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == ["step-00000002", "step-00000003"]
+    assert sorted(p.name for p in (tmp_path / "st" / "step-00000003").iterdir()) == [
+        "manifest.json", "optimizer.safetensors", "params.safetensors", "trainer.json"]
     loaded = Trainer.load(tmp_path / "st", graph, AdamW(lr=0.01), progress=False)
     assert loaded.step == 3
     for k, v in trainer.runner.state.items():

@@ -184,13 +184,24 @@ def test_a_schedule_of_none_and_constant_round_trip(tmp_path):
 
 
 def as_version_1(path, schedule_text):
-    """Rewrite a checkpoint's trainer.json as the version-1 code wrote it."""
+    """Rewrite a checkpoint snapshot as the version-1 code wrote it: its trainer.json, no manifest."""
     meta = json.loads((path / "trainer.json").read_text())
     v1 = {k: meta[k] for k in ("format", "step", "seed", "model", "graph", "clip_norm", "target", "params",
                                "best", "history")}
     v1.update(format_version=1, optimizer={"class": meta["optimizer"]["class"], "lr": meta["optimizer"]["lr"]},
               schedule=schedule_text)
     (path / "trainer.json").write_text(json.dumps(v1))
+    (path / "manifest.json").unlink()
+
+
+def rewrite_trainer_json(path, meta):
+    """Replace a snapshot's trainer.json as another writer would have, its manifest updated to match."""
+    from models.checkpoint import _digest
+    (path / "trainer.json").write_text(json.dumps(meta))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"]["trainer.json"] = {"bytes": (path / "trainer.json").stat().st_size,
+                                         "sha256": _digest(path / "trainer.json")}
+    (path / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_version_1_checkpoints_resume_best_effort_only_with_allow_override(tmp_path):
@@ -218,8 +229,8 @@ def test_version_1_checkpoints_resume_best_effort_only_with_allow_override(tmp_p
     assert (resumed.clip_norm, resumed.seed, resumed.opt_level) == (0.5, 7, 0)   # recorded / v1's level
     resumed.fit(batch, steps=3)
     assert resumed.losses == whole.losses
-    resumed.save(path)
-    assert json.loads((path / "trainer.json").read_text())["format_version"] == 2
+    snapshot = resumed.save(path)
+    assert snapshot.parent == path and json.loads((snapshot / "trainer.json").read_text())["format_version"] == 2
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Trainer.load(path, graph, progress=False)          # version 2 now: no warning
@@ -228,7 +239,7 @@ def test_version_1_checkpoints_resume_best_effort_only_with_allow_override(tmp_p
 def test_unreadable_versions_and_undescribable_optimizers(tmp_path, linear_ckpt):
     graph, trainer, path = linear_ckpt
     meta = json.loads((path / "trainer.json").read_text())
-    (path / "trainer.json").write_text(json.dumps({**meta, "format_version": 99}))
+    rewrite_trainer_json(path, {**meta, "format_version": 99})
     with pytest.raises(GraphDSLError, match="format version 99, this code reads versions 1 and 2"):
         Trainer.load(path, graph)
 

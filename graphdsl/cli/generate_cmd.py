@@ -157,12 +157,8 @@ def _strip(ids, eos) -> list[int]:
 
 
 def _read_checkpoint_params(directory: str) -> dict:
-    from graphdsl.weights import read_arrays
-    for name in ("params.npz", "params.safetensors"):
-        if (Path(directory) / name).exists():
-            return read_arrays(Path(directory) / name, "checkpoint parameters")
-    raise GraphDSLError(f"{directory} is not a training checkpoint (no params.npz or params.safetensors)",
-                        hint="write one with `graphdsl train MODEL --save DIR`")
+    from models.checkpoint import read_params
+    return read_params(directory)
 
 
 def _build(model, hf_dir, checkpoint, tokenizer_dir, weights, target, opt_level, seed, prompt):

@@ -50,17 +50,15 @@ def _tokens(batch) -> int:
 
 def _resume(path: str, source, lr, allow_override: bool, seed: int, options: dict):
     """Trainer.load with the checkpoint's optimizer; ``--lr`` replaces only its learning rate."""
-    import json
     from graphdsl.optim import Optimizer
+    from models.checkpoint import read_meta
     from models.trainer import Trainer
     optimizer = None
     if lr is not None:
-        try:
-            config = dict(json.loads((Path(path) / "trainer.json").read_text(encoding="utf-8"))["optimizer"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise GraphDSLError(f"checkpoint {path!r}: trainer.json cannot be read ({type(e).__name__})",
-                                hint="write a checkpoint with `graphdsl train MODEL --save DIR`") from None
-        config["lr"] = lr
+        config = read_meta(path).get("optimizer")
+        if not isinstance(config, dict):
+            raise GraphDSLError(f"checkpoint {path!r} records no optimizer", hint="the checkpoint is damaged")
+        config = {**config, "lr": lr}
         optimizer = Optimizer.from_config(config)
     if allow_override:
         options = {**options, "seed": seed}
@@ -91,13 +89,15 @@ def _resume(path: str, source, lr, allow_override: bool, seed: int, options: dic
 @click.option("--save", "save_dir", type=click.Path(file_okay=False), default=None,
               help="Write a checkpoint directory here (every --every steps and at the end).")
 @click.option("--every", type=click.IntRange(min=1), default=None, help="Checkpoint every K steps (needs --save).")
+@click.option("--keep", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Snapshots kept in the --save directory (the newest; each save is atomic).")
 @click.option("-O", "--opt-level", type=click.IntRange(0, 2), default=None,
               help="Graph passes before differentiating [default: 2; on --resume, the checkpoint's].")
 @click.option("--allow-override", is_flag=True,
               help="On --resume, let --lr / --clip-norm / -O / --seed differ from the checkpoint's (with a warning).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (first_loss, final_loss, ...).")
 def train_command(model, weights, dims, seed, target, steps, batch_size, lr, clip_norm, data_file, resume,
-                  save_dir, every, opt_level, allow_override, as_json):
+                  save_dir, every, keep, opt_level, allow_override, as_json):
     """Train MODEL: the passes fuse the forward, one compiled step graph runs per batch.
 
     \b
@@ -146,13 +146,13 @@ def train_command(model, weights, dims, seed, target, steps, batch_size, lr, cli
         seen["tokens"] += _tokens(batch)
         return batch
 
-    chunk, done = every or steps, 0
+    chunk, done, snapshot = every or steps, 0, None
     while done < steps:
         n = min(chunk, steps - done)
         records += trainer.fit(counted, steps=n, desc=f"training {m.name} on {target}")
         done += n
         if save_dir:
-            trainer.save(save_dir)
+            snapshot = trainer.save(save_dir, keep=keep)
     tokens = seen["tokens"]
     seconds = sum(r["time_s"] for r in records)
     counts = trainer.step_graph.op_counts()
@@ -163,7 +163,8 @@ def train_command(model, weights, dims, seed, target, steps, batch_size, lr, cli
            "examples_per_s": len(records) * batch_size / seconds if seconds else None,
            "fused": {op: counts.get(op, 0) for op in ("attention", "attention_grad", "softmax", "layer_norm")},
            "opt_level": getattr(trainer, "opt_level", None),
-           "checkpoint": str(Path(save_dir)) if save_dir else None, "resumed_from": resume,
+           "checkpoint": str(Path(save_dir)) if save_dir else None, "snapshot": str(snapshot) if snapshot else None,
+           "resumed_from": resume,
            "examples_in_data": examples}
     if as_json:
         emit_json(doc)
@@ -175,7 +176,7 @@ def train_command(model, weights, dims, seed, target, steps, batch_size, lr, cli
     click.echo(f"train step: {counts.get('attention', 0)} attention, {counts.get('attention_grad', 0)} "
                f"attention_grad, {counts.get('softmax', 0)} softmax (opt level {doc['opt_level']})")
     if save_dir:
-        click.echo(f"checkpoint -> {save_dir} (resume with --resume {save_dir})")
+        click.echo(f"checkpoint -> {snapshot} (resume with --resume {save_dir})")
     if not np.isfinite(doc["final_loss"]):
         raise Failed(f"the loss became {doc['final_loss']} by step {trainer.step}\n"
                      f"  hint: lower --lr or set --clip-norm")
