@@ -39,11 +39,14 @@ def load(directory) -> Executable:
     import json
     from pathlib import Path
     meta = Path(directory) / "meta.json"
+    hint = "create one with `graphdsl compile MODEL --target llvm -o DIR`"
+    if not meta.is_file():
+        raise TargetError(f"{str(directory)!r} is not a compiled graphdsl module (it has no meta.json)", hint=hint)
     try:
         fmt = json.loads(meta.read_text()).get("format")
-    except (OSError, ValueError, AttributeError):
-        raise TargetError(f"{str(directory)!r} is not a compiled graphdsl module (no readable meta.json)",
-                          hint="create one with `graphdsl compile MODEL --target llvm -o DIR`") from None
+    except (OSError, ValueError, AttributeError) as e:
+        raise TargetError(f"{str(directory)!r} is not a compiled graphdsl module: meta.json cannot be read "
+                          f"({type(e).__name__}: {e})"[:300], hint=hint) from None
     if fmt == "graphdsl-tvm-artifact":
         from .tvm.artifact import load as load_tvm
         return load_tvm(directory)

@@ -7,6 +7,7 @@ touched. An overwritten file keeps its permissions; a new one gets 0666 less the
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -39,3 +40,21 @@ def _umask() -> int:
     mask = os.umask(0o022)       # the only way to read it is to set it; put it straight back
     os.umask(mask)
     return mask
+
+
+def digest(path) -> str:
+    """The sha256 of a file's bytes, as hex (what manifests record)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fsync(path) -> None:
+    """Flush a file, or a directory's entries, to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

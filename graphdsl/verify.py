@@ -2,7 +2,10 @@
 
 ``verify(graph)`` collects ALL problems and raises one GraphError listing each with the node's
 printed line and its source location, so a broken pass shows everything it broke at once.
-Checks: SSA order, registered ops, arity, attribute names, types agree with the op's type rule,
+Checks: SSA order, registered ops, arity, attribute names, attribute values in the canonical form
+the op's ``normalize`` gives them (so a loaded ``slice start=-2``, ``sum axis=(0, 0, 2)``,
+``transpose perm=(-1, 1, 0)`` or ``softmax axis=true`` is refused before any backend sees it, and
+every op declared with a ``normalize`` gets the check), types agree with the op's type rule,
 unique input/param names, outputs are nodes of the graph, constants match their type.
 """
 from __future__ import annotations
@@ -66,11 +69,16 @@ def _check_op(node: Node) -> list[str]:
     types = [i.type for i in node.inputs]
     if op.normalize is not None:
         try:
-            op.normalize(*types, **dict(node.attrs))
+            canonical = op.normalize(*types, **dict(node.attrs))
         except GraphDSLError as e:
             return [f"{node.op} rejects its attributes: {e.message}"]
-        except Exception:  # noqa: BLE001  the type rule below reports ill-typed attrs
-            pass
+        except Exception as e:  # noqa: BLE001  an ill-typed attribute in a hand-built or loaded node
+            shown = ", ".join(f"{k}={v!r}" for k, v in node.attrs.items())
+            return [f"{node.op} rejects its attributes ({shown}): {type(e).__name__}: {e}"]
+        odd = [k for k, v in canonical.items() if k in node.attrs and not _same(node.attrs[k], v)]
+        if odd:
+            return [f"{node.op} attribute {k}={node.attrs[k]!r} is not in canonical form: it means {canonical[k]!r}"
+                    for k in odd]
     try:
         inferred = op.infer(*types, **dict(node.attrs))
     except GraphDSLError as e:
@@ -81,6 +89,15 @@ def _check_op(node: Node) -> list[str]:
         out.append(f"type is {node.type}, but {node.op} of "
                    f"({', '.join(str(i.type) for i in node.inputs)}) gives {inferred}")
     return out
+
+
+def _same(a, b) -> bool:
+    """Equal and of the same kind: ``True`` is not the axis 1, nor ``1.0``, nor ``[1]``."""
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if type(a) is not type(b):
+        return False
+    return bool(a == b)
 
 
 def _check_node(node: Node, defined: set[int], in_graph: set[int], names: dict[int, str]) -> list[str]:

@@ -41,7 +41,6 @@ class and lr, the schedule as text, clip_norm and seed) are read best-effort, on
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -54,6 +53,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from graphdsl.errors import GraphDSLError
+from graphdsl.files import digest, fsync
 from graphdsl.graph import Graph
 from graphdsl.optim import Optimizer
 from graphdsl.optim.schedules import Schedule
@@ -184,13 +184,13 @@ def write_snapshot(root: Path, step: int, write: Callable[[Path], None], *, keep
         write(tmp)
         files = {}
         for f in sorted(tmp.iterdir()):
-            _fsync(f)
-            files[f.name] = {"bytes": f.stat().st_size, "sha256": _digest(f)}
+            fsync(f)
+            files[f.name] = {"bytes": f.stat().st_size, "sha256": digest(f)}
         manifest = {"format": "graphdsl-checkpoint", "format_version": FORMAT_VERSION, "step": step,
                     "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        _fsync(tmp / MANIFEST)
-        _fsync(tmp)
+        fsync(tmp / MANIFEST)
+        fsync(tmp)
         final = root / name
         if final.exists():                       # saved again at the same step: swap it out
             old = root / f".{name}.tmp-old-{os.getpid()}"
@@ -199,7 +199,7 @@ def write_snapshot(root: Path, step: int, write: Callable[[Path], None], *, keep
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        _fsync(root)
+        fsync(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -269,7 +269,7 @@ def verify_snapshot(snap: Path) -> dict:
         if not f.is_file():
             raise GraphDSLError(f"checkpoint file {str(f)!r} is missing (the manifest lists it)",
                                 hint=_older_hint(snap))
-        if f.stat().st_size != want.get("bytes") or _digest(f) != want.get("sha256"):
+        if f.stat().st_size != want.get("bytes") or digest(f) != want.get("sha256"):
             raise GraphDSLError(f"checkpoint file {str(f)!r} is damaged: its size or sha256 is not the "
                                 f"one recorded when it was saved", hint=_older_hint(snap))
     return manifest
@@ -310,22 +310,6 @@ def _remove_temporaries(root: Path) -> None:
     for p in root.iterdir():
         if _TEMPORARY.match(p.name) and p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- the arrays ------------------------------------------------------------------------------------

@@ -116,7 +116,7 @@ def test_a_damaged_snapshot_is_an_error_naming_the_file(saved, kind, message):
 
 def _resign(snap, name: str) -> None:
     manifest = json.loads((snap / "manifest.json").read_text())
-    manifest["files"][name] = {"bytes": (snap / name).stat().st_size, "sha256": checkpoint._digest(snap / name)}
+    manifest["files"][name] = {"bytes": (snap / name).stat().st_size, "sha256": checkpoint.digest(snap / name)}
     (snap / "manifest.json").write_text(json.dumps(manifest))
 
 

@@ -196,11 +196,11 @@ def as_version_1(path, schedule_text):
 
 def rewrite_trainer_json(path, meta):
     """Replace a snapshot's trainer.json as another writer would have, its manifest updated to match."""
-    from models.checkpoint import _digest
+    from models.checkpoint import digest
     (path / "trainer.json").write_text(json.dumps(meta))
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["files"]["trainer.json"] = {"bytes": (path / "trainer.json").stat().st_size,
-                                         "sha256": _digest(path / "trainer.json")}
+                                         "sha256": digest(path / "trainer.json")}
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 

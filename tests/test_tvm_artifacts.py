@@ -82,7 +82,8 @@ def test_loading_refuses_other_library_versions(exe, tmp_path):
     from backends.tvm import artifact
     path = exe.save(tmp_path / "module")
     meta = json.loads((path / "meta.json").read_text())
-    meta["versions"]["tvm"] = "0.0.1"
+    meta["versions"]["tvm"] = "0.0.1"                      # as another installation writes it
+    meta["meta_sha256"] = artifact._meta_digest(meta)
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(GraphDSLError, match=r"(?s)compiled with .*0\.0\.1.*recompile"):
         artifact.load(path)
@@ -177,3 +178,72 @@ def test_target_options_are_checked():
 def _root() -> str:
     from pathlib import Path
     return str(Path(__file__).resolve().parents[1])
+
+
+# -- damaged artifact directories: clear errors before TVM loads anything ------------------------------
+def _damage_artifact(kind: str, path):
+    meta = json.loads((path / "meta.json").read_text())
+    if kind == "truncated module":
+        data = (path / "module.so").read_bytes()
+        (path / "module.so").write_bytes(data[: len(data) // 3])
+    elif kind == "garbage module":
+        (path / "module.so").write_bytes(b"\x7fELF" + b"\x00" * 64)
+    elif kind == "module is a directory":
+        (path / "module.so").unlink()
+        (path / "module.so").mkdir()
+    elif kind == "no range checks":
+        del meta["range_checks"]
+        (path / "meta.json").write_text(json.dumps(meta))
+    elif kind == "range checks emptied":
+        meta["range_checks"] = []
+        (path / "meta.json").write_text(json.dumps(meta))
+    elif kind == "no versions":
+        del meta["versions"]
+        (path / "meta.json").write_text(json.dumps(meta))
+    elif kind == "meta garbage":
+        (path / "meta.json").write_text("{")
+    elif kind == "extra output":
+        doc = json.loads((path / "graph.json").read_text())
+        doc["outputs"]["extra"] = doc["outputs"]["loss"]
+        (path / "graph.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("truncated module", r"module.so is damaged: its sha256"),
+    ("garbage module", r"module.so is damaged"),
+    ("module is a directory", r"module.so is missing"),
+    ("no range checks", r"meta.json is damaged: range_checks \(missing\)"),
+    ("range checks emptied", r"meta.json was edited or damaged"),
+    ("no versions", r"meta.json is damaged: versions \(missing\)"),
+    ("meta garbage", r"meta.json cannot be read \(JSONDecodeError"),
+    ("extra output", r"graph.json is damaged"),
+])
+def test_a_damaged_artifact_is_a_clear_error_never_a_crash(exe, tmp_path, kind, message):
+    """Each case runs in a fresh process, so a crash (SIGBUS from a truncated library) would show."""
+    path = exe.save(tmp_path / "module")
+    _damage_artifact(kind, path)
+    script = f"""
+import backends
+from graphdsl.errors import GraphDSLError
+try:
+    backends.load({str(path)!r})
+except GraphDSLError as e:
+    print("ERROR", e)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=_root())
+    assert done.returncode == 0, f"the process died ({done.returncode}): {done.stderr[-1500:]}"
+    assert "ERROR" in done.stdout and __import__("re").search(message, done.stdout), done.stdout
+
+
+def test_the_compile_cache_recompiles_a_damaged_entry(cache_dir):
+    from backends.tvm import cache
+    backends.compile(GRAPH, "llvm")
+    entry = next(cache_dir.joinpath("tvm").iterdir())
+    data = (entry / "module.so").read_bytes()
+    (entry / "damaged").write_bytes(data[:1000])            # a new file: this process maps the old one
+    (entry / "damaged").replace(entry / "module.so")
+    cache.clear_memory()
+    before = cache.STATS["compiles"]
+    again = backends.compile(GRAPH, "llvm")
+    assert cache.STATS["compiles"] == before + 1 and cache.LAST["event"] == "miss"
+    np.testing.assert_allclose(again(_feed())["loss"], backends.compile(GRAPH, "numpy")(_feed())["loss"], rtol=1e-5)

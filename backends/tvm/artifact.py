@@ -14,6 +14,7 @@ Loading ``module.so`` runs native code: load artifacts you (or your cache) built
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from graphdsl.errors import GraphDSLError
+from graphdsl.files import digest, fsync
 from graphdsl.graph import Graph
 
 from . import checks as _checks
@@ -48,12 +50,18 @@ def save(exe, directory, *, weights=None) -> Path:
         else:
             exe.vm_exec.export_library(str(tmp / MODULE))
         (tmp / "graph.json").write_text(exe.graph.to_json())
-        (tmp / "meta.json").write_text(json.dumps(_meta(exe), indent=1))
         for name, text in exe.extra_files().items():
             (tmp / name).write_text(text)
         if weights is not None:
             from graphdsl.weights import write_arrays
             write_arrays(tmp / WEIGHTS, weights)
+        meta = _meta(exe)
+        meta["files"] = {f.name: digest(f) for f in sorted(tmp.iterdir())}   # checked at load
+        meta["meta_sha256"] = _meta_digest(meta)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        for f in tmp.iterdir():
+            fsync(f)
+        fsync(tmp)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
             os.replace(directory, old)       # our own artifact (checked above), out of the way
@@ -95,34 +103,80 @@ def _meta(exe) -> dict:
             "slice_checks": _checks.to_json(exe.slice_checks)}
 
 
+_REQUIRED = {"format": str, "version": int, "target": str, "tvm_target": str, "versions": dict, "inputs": dict,
+             "params": dict, "outputs": dict, "range_checks": list, "slice_checks": list, "files": dict,
+             "meta_sha256": str}
+
+
+def _meta_digest(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def read_meta(directory: Path) -> dict:
+    """meta.json of an artifact, checked: every key there with its type, its own digest, and the
+    digest of every file it lists (so a truncated module.so is an error here, not a crash in TVM)."""
+    hint = "recompile it: `graphdsl compile MODEL -o DIR` (or delete the compile cache entry)"
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+    except (OSError, ValueError) as e:
+        raise GraphDSLError(f"{directory} is not a compiled graphdsl module: meta.json cannot be read "
+                            f"({type(e).__name__}: {e})"[:300],
+                            hint="create one with `graphdsl compile MODEL --target llvm -o DIR`") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise GraphDSLError(f"{directory}/meta.json is not a {FORMAT} file", hint=hint)
+    bad = [f"{k} ({'missing' if k not in meta else type(meta[k]).__name__})" for k, kind in _REQUIRED.items()
+           if not isinstance(meta.get(k), kind)]
+    if bad:
+        raise GraphDSLError(f"{directory}/meta.json is damaged: {', '.join(bad)} where the artifact format "
+                            f"needs each key with its type", hint=hint)
+    if meta["meta_sha256"] != _meta_digest(meta):
+        raise GraphDSLError(f"{directory}/meta.json was edited or damaged after it was saved (its digest "
+                            f"does not match)", hint=hint)
+    for name, want in meta["files"].items():
+        path = directory / name
+        if not path.is_file():
+            raise GraphDSLError(f"{path} is missing from the compiled module", hint=hint)
+        if digest(path) != want:
+            raise GraphDSLError(f"{path} is damaged: its sha256 is not the one recorded when it was saved",
+                                hint=hint)
+    return meta
+
+
+def _check_convention(directory: Path, meta: dict, graph: Graph) -> None:
+    """graph.json must have exactly the inputs, parameters and outputs the module was built for."""
+    for kind, table in (("inputs", graph.inputs), ("params", graph.params), ("outputs", graph.outputs)):
+        got = {k: str(n.type) for k, n in table.items()}
+        if got != meta[kind]:
+            raise GraphDSLError(f"{directory}: the graph's {kind} {got} are not those the module was built "
+                                f"for {meta[kind]}", hint="the graph and the module come from different compiles")
+
+
 def load(directory, *, graph: Graph | None = None, check_versions: bool = True):
     """Load an executable saved by ``save``; no compilation happens.
 
-    ``graph`` (equal to the saved one) is used instead of parsing graph.json, when given. A cuda
-    module loads on a machine without a GPU as source and PTX only (calling it raises).
+    Everything is checked before TVM loads the library: meta.json's keys and digest, every file's
+    sha256, and that the graph has the calling convention the module was built for. ``graph``
+    (equal to the saved one) is used instead of parsing graph.json, when given. A cuda module loads
+    on a machine without a GPU as source and PTX only (calling it raises). Loading module.so runs
+    the native code in it: load only artifacts you (or your compile cache) built.
     """
     import tvm
     from .cuda import CudaExecutable, gpu_available
     from .executable import TVMExecutable
     directory = Path(directory)
-    try:
-        meta = json.loads((directory / "meta.json").read_text())
-        graph_text = (directory / "graph.json").read_text()
-    except (OSError, ValueError) as e:
-        raise GraphDSLError(f"{directory} is not a compiled graphdsl module: {e}",
-                            hint="create one with `graphdsl compile MODEL --target llvm -o DIR`") from None
-    if meta.get("format") != FORMAT:
-        raise GraphDSLError(f"{directory}/meta.json is not a {FORMAT} file")
+    meta = read_meta(directory)
     if check_versions and meta["versions"] != versions():
         raise GraphDSLError(f"{directory} was compiled with {meta['versions']}, this is {versions()}",
                             hint="recompile it with this installation")
+    graph = graph or Graph.from_json((directory / "graph.json").read_text())
+    _check_convention(directory, meta, graph)
     cuda = meta["target"] == "cuda"
     module = None if cuda and not gpu_available() else tvm.runtime.load_module(str(directory / MODULE))
-    graph = graph or Graph.from_json(graph_text)
     common = dict(target=meta["target"], tvm_target=meta["tvm_target"],
                   range_checks=_checks.rebind(_checks.from_json(meta["range_checks"]), graph),
                   slice_checks=_checks.rebind(_checks.from_json(meta["slice_checks"]), graph))
-    exe = CudaExecutable(graph, module, arch=meta["arch"], **common) if cuda else TVMExecutable(graph, module, **common)
+    exe = CudaExecutable(graph, module, arch=meta.get("arch"), **common) if cuda else TVMExecutable(graph, module, **common)
     exe.load_extra_files(directory)
     exe.artifact_dir = directory
     if (directory / WEIGHTS).exists():

@@ -23,14 +23,14 @@ def from_onnx(source, *, dims: Mapping[str, int] | None = None) -> Graph:
     ``dims`` fixes named dynamic axes to sizes (``{"batch": 1}``); the others stay symbolic.
     """
     model, label = load_model(source)
-    return Importer(model, label, dims=dims).run()
+    return Importer(model, label, dims=dims).run().verify()   # verified before any backend sees it
 
 
 def import_onnx(source, *, dims: Mapping[str, int] | None = None) -> tuple[Graph, dict[str, np.ndarray]]:
     """``(graph, params)``: the model with its float weights as named parameters, and their values."""
     model, label = load_model(source)
     imp = Importer(model, label, weights="params", dims=dims)
-    graph = imp.run()
+    graph = imp.run().verify()
     return graph, {k: v for k, v in imp.params.items() if k in graph.params}
 
 
