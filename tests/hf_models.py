@@ -33,3 +33,13 @@ def tiny(cls, config, seed: int):
     """``cls(config)`` with weights drawn from ``seed``, in eval mode."""
     torch.manual_seed(seed)
     return cls(config).eval()
+
+
+@pytest.fixture(scope="module")
+def hf_bert():
+    return tiny(transformers.BertForPreTraining, bert_hf_config(), 0)
+
+
+@pytest.fixture(scope="module")
+def hf_gpt():
+    return tiny(transformers.GPT2LMHeadModel, gpt_hf_config(), 1)

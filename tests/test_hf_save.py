@@ -14,23 +14,14 @@ transformers = pytest.importorskip("transformers")
 
 import backends  # noqa: E402
 from graphdsl.errors import GraphDSLError  # noqa: E402
-from tests.hf_models import ATOL, V, _quiet_and_one_thread, bert_hf_config, gpt_hf_config, tiny  # noqa: E402,F401
+from tests.hf_models import (ATOL, V, _quiet_and_one_thread, bert_hf_config, gpt_hf_config, hf_bert,  # noqa: E402,F401
+                             hf_gpt, tiny)
 from models import bert, gpt, hf, hf_save  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def hf_bert():
-    return tiny(transformers.BertForPreTraining, bert_hf_config(), 0)
 
 
 @pytest.fixture(scope="module")
 def hf_bert_bare():
     return tiny(transformers.BertModel, bert_hf_config(), 1)
-
-
-@pytest.fixture(scope="module")
-def hf_gpt():
-    return tiny(transformers.GPT2LMHeadModel, gpt_hf_config(), 2)
 
 
 @pytest.fixture(scope="module")
