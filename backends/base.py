@@ -3,17 +3,20 @@
 An executable is called with named arrays (a mapping, keywords, or both) and returns a dict of named
 arrays. Before any backend code runs, the inputs are checked against the graph: names, dtypes, ranks
 and dims, binding each symbolic dim (``batch``) to its size, so a bad call fails with one clear
-message, never a traceback from inside a kernel.
+message, never a traceback from inside a kernel. Data of another dtype is converted only when no
+value changes beyond float rounding (see ``_convert``). After the run, every output's shape is
+checked against its type, so no backend can drift from the reference's shapes unnoticed.
 """
 from __future__ import annotations
 
 import abc
 from typing import Mapping
 
+import ml_dtypes
 import numpy as np
 
 from graphdsl import dtypes as _dt
-from graphdsl.errors import InputError
+from graphdsl.errors import GraphDSLError, InputError
 from graphdsl.graph import Graph
 from graphdsl.types import Dim
 
@@ -46,7 +49,7 @@ def bind_inputs(graph: Graph, args: tuple, kwargs: Mapping) -> tuple[dict[str, n
             if have is None or not _castable(have, want.dtype, arr):
                 raise InputError(f"input {name!r} expects {want}, got {arr.dtype} array of shape "
                                  f"{list(arr.shape)}", hint=f"convert it: arr.astype('{want.dtype.name}')")
-            arr = arr.astype(want.dtype.np)
+            arr = _convert(name, want, arr)
         if arr.ndim != len(want.shape):
             raise InputError(f"input {name!r} expects {want} (rank {len(want.shape)}), got shape "
                              f"{list(arr.shape)}")
@@ -71,6 +74,64 @@ def _castable(have, want, arr) -> bool:
     return have.is_int and want.is_float or (have.is_bool and want.kind == "int")
 
 
+def _convert(name: str, want, arr: np.ndarray) -> np.ndarray:
+    """``arr`` as ``want``'s dtype, refusing a conversion that changes a value beyond rounding.
+
+    Integer targets take only values in their range (nothing wraps). Float targets round to
+    nearest (f64 data for an f32 input is normal) but a finite value must stay finite: one that
+    would overflow to inf is refused; NaN and inf pass as themselves. The check looks at the
+    extremes only (conversions are monotonic), so it costs a min and a max, never a Python loop.
+    There is no switch to turn it off: to wrap or saturate on purpose, convert before the call.
+    """
+    to = want.dtype.np
+    if arr.size and not np.can_cast(arr.dtype, to, "safe"):
+        lo, hi = _extremes(arr)
+        for v in (lo, hi) if lo is not None else ():
+            if not _fits(v, arr.dtype, want.dtype):
+                raise InputError(_narrowing_message(name, want, arr, v), hint=_narrowing_hint(want.dtype))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return arr.astype(to)
+
+
+def _extremes(arr: np.ndarray):
+    """The smallest and largest finite values of ``arr`` (None, None when it has none)."""
+    lo, hi = arr.min(), arr.max()
+    if arr.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):
+        finite = arr[np.isfinite(arr)]   # NaN or inf present: they would hide the finite extremes
+        if not finite.size:
+            return None, None
+        lo, hi = finite.min(), finite.max()
+    return lo, hi
+
+
+def _fits(value, have: np.dtype, want) -> bool:
+    if want.is_int:
+        info = np.iinfo(want.np)
+        return info.min <= int(value) <= info.max
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(np.asarray(value, have).astype(want.np)))
+
+
+def _narrowing_message(name, want, arr, value) -> str:
+    shown = int(value) if arr.dtype.kind in "iub" else float(value)
+    if want.dtype.is_int:
+        info = np.iinfo(want.dtype.np)
+        why = f"is outside {want.dtype.name}'s range {info.min} to {info.max} (it would wrap)"
+    else:
+        why = f"overflows {want.dtype.name} (it would become inf)"
+    return (f"input {name!r} expects {want}: the value {shown} of the given {arr.dtype} array "
+            f"(shape {list(arr.shape)}) {why}")
+
+
+def _narrowing_hint(want) -> str:
+    if want.is_int:
+        return (f"give values that fit in {want.name}, or convert them yourself if wrapping is meant: "
+                f"arr.astype('{want.name}')")
+    top = float(ml_dtypes.finfo(want.np).max)
+    return (f"{want.name}'s largest finite value is {top:g}: scale the data, or declare the input with "
+            f"a wider dtype")
+
+
 def _bind(name, want, shape, axis, dim, size, env, bound_by) -> None:
     if isinstance(dim, int):
         if dim != size:
@@ -92,6 +153,19 @@ def _bind(name, want, shape, axis, dim, size, env, bound_by) -> None:
         raise InputError(f"input {name!r} expects {want}, got shape {list(shape)} "
                          f"(axis {axis} is {size}, but {why})",
                          hint="inputs that share a symbolic dim must agree on its size")
+
+
+def check_outputs(graph: Graph, target: str, outs: dict, env: Mapping[str, int]) -> dict:
+    """Every backend returns each output in the shape its type gives (a 0-d output is shape ``()``)."""
+    for name, node in graph.outputs.items():
+        if name not in outs or not node.type.shape.symbols <= env.keys():
+            continue
+        want = node.type.shape.evaluate(env)
+        if np.shape(outs[name]) != want:
+            raise GraphDSLError(f"the {target} backend returned output {name!r} with shape "
+                                f"{list(np.shape(outs[name]))}, but its type {node.type} says {list(want)}",
+                                hint="a backend bug: the numpy reference defines the shape")
+    return outs
 
 
 def resolve_attr(value, env: Mapping[str, int]):
@@ -138,7 +212,7 @@ class Executable(abc.ABC):
                 args, kwargs = (), {**args[0], **kwargs}
             kwargs = {**self.weights, **kwargs}
         arrays, env = bind_inputs(self.graph, args, kwargs)
-        return self.run(arrays, env)
+        return check_outputs(self.graph, self.target, self.run(arrays, env), env)
 
     def bind_weights(self, params: Mapping[str, np.ndarray]) -> "Executable":
         """Keep parameter values, so calls need only the inputs (given ones still win)."""

@@ -353,12 +353,21 @@ class Tensor:
             return self.permute(*axes[0])
         if len(axes) == 2:
             perm = list(range(self.ndim))
-            a, b = (ax % self.ndim if self.ndim else 0 for ax in axes)
+            a, b = (self._swap_axis(ax, axes) for ax in axes)
             perm[a], perm[b] = perm[b], perm[a]
             return _op("transpose")(self, perm=tuple(perm))
         if not axes:
             return _op("transpose")(self, perm=tuple(reversed(range(self.ndim))))
         return self.permute(*axes)
+
+    def _swap_axis(self, axis, axes) -> int:
+        """One axis of ``x.transpose(a, b)``, checked here: the perm built from it must not wrap."""
+        if not -self.ndim <= int(axis) < self.ndim:
+            raise ShapeError(f"axis {axis} of transpose{tuple(axes)} is out of range for {self.type} "
+                             f"(rank {self.ndim})", op="transpose", loc=user_loc(),
+                             hint=f"axes of a rank-{self.ndim} tensor are {-self.ndim} to {self.ndim - 1}"
+                             if self.ndim else "a rank-0 tensor has no axes to swap")
+        return int(axis) % self.ndim
 
     def permute(self, *perm):
         if len(perm) == 1 and isinstance(perm[0], (tuple, list)):
@@ -417,6 +426,17 @@ def _as_type(spec) -> TensorType:
                      hint="give a TensorType, a string like 'f32[batch,16]' or (shape, dtype)")
 
 
+def _input_type(name: str, spec) -> TensorType:
+    """The type of input ``name``; a bad spec is an error at the line that called trace()."""
+    try:
+        return _as_type(spec)
+    except GraphDSLError as e:
+        e.message = f"input {name!r}: {e.message}"
+        e.loc = e.loc or user_loc()
+        e.args = (e._render(),)
+        raise e.with_traceback(None) from None
+
+
 def _outputs_of(result) -> dict[str, Tensor]:
     if isinstance(result, Tensor):
         return {"out": result}
@@ -452,7 +472,7 @@ def trace(fn: Callable, *, name: str | None = None, params=None, training: bool 
     elif isinstance(owner, Mapping):
         b.register_params(owner)
     with tracing(b):
-        inputs = {k: b.input(k, _as_type(v)) for k, v in specs.items()}
+        inputs = {k: b.input(k, _input_type(k, v)) for k, v in specs.items()}
         outs = _outputs_of(fn(**inputs))
     gname = name or getattr(fn, "__name__", None) or type(fn).__name__.lower()
     return Graph({k: v.node for k, v in outs.items()}, name=gname, sources=b.sources)

@@ -184,10 +184,15 @@ def as_dim(d) -> DimLike:
 
 
 class Shape(tuple):
-    """A tuple of dims that prints as ``[batch,128,64]``."""
+    """A tuple of dims that prints as ``[batch,128,64]``. A static dim is a size: never negative."""
 
     def __new__(cls, dims: Iterable = ()):
-        return super().__new__(cls, (as_dim(d) for d in dims))
+        shape = super().__new__(cls, (as_dim(d) for d in dims))
+        for d in shape:
+            if isinstance(d, int) and d < 0:
+                raise ShapeError(f"dim {d} of shape {shape} is negative",
+                                 hint="a dim is a size >= 0 or a symbolic dim like 'batch'")
+        return shape
 
     @property
     def rank(self) -> int:
@@ -248,8 +253,12 @@ class TensorType:
         m = re.fullmatch(r"\s*([a-z0-9]+)\[(.*)\]\s*", text)
         if not m:
             raise ShapeError(f"cannot parse tensor type {text!r}", hint="write it like f32[batch,128]")
-        dims = [d for d in m.group(2).split(",") if d.strip()]
-        return TensorType([parse_dim(d) for d in dims], _dt.dtype(m.group(1)))
+        dims = [parse_dim(d) for d in m.group(2).split(",") if d.strip()]
+        negative = [d for d in dims if isinstance(d, int) and d < 0]
+        if negative:
+            raise ShapeError(f"tensor type {text!r} has a negative dim {negative[0]}",
+                             hint="a dim is a size >= 0 or a symbolic dim like 'batch'")
+        return TensorType(dims, _dt.dtype(m.group(1)))
 
 
 def broadcast_shapes(*shapes: Shape) -> Shape | None:
@@ -278,6 +287,9 @@ def broadcast_shapes(*shapes: Shape) -> Shape | None:
 
 
 def normalize_axis(axis: int, rank: int, op: str = "") -> int:
-    if not -rank <= axis < max(rank, 1):
-        raise ShapeError(f"axis {axis} is out of range for rank {rank}", op=op or None)
-    return axis % rank if rank else 0
+    """``axis`` in ``[0, rank)``: a negative axis counts from the end; a rank-0 tensor has no axes."""
+    if not -rank <= axis < rank:
+        hint = (f"the axes of a rank-{rank} tensor are {-rank} to {rank - 1}" if rank else
+                "a rank-0 tensor has no axes: reduce it with axis=None, or reshape it to (1,) first")
+        raise ShapeError(f"axis {axis} is out of range for rank {rank}", op=op or None, hint=hint)
+    return axis % rank

@@ -3,7 +3,7 @@
 ``verify(graph)`` collects ALL problems and raises one GraphError listing each with the node's
 printed line and its source location, so a broken pass shows everything it broke at once.
 Checks: SSA order, registered ops, arity, attribute names, attribute values in the canonical form
-the op's ``normalize`` gives them (so a loaded ``slice start=-2``, ``sum axis=(0, 0, 2)``,
+the op's ``normalize`` gives them (so a loaded ``slice start=-2``, ``sum axis=(2, 0)``,
 ``transpose perm=(-1, 1, 0)`` or ``softmax axis=true`` is refused before any backend sees it, and
 every op declared with a ``normalize`` gets the check), types agree with the op's type rule,
 unique input/param names, outputs are nodes of the graph, constants match their type.

@@ -36,7 +36,8 @@ def test_the_unedited_graph_loads():
 
 @pytest.mark.parametrize("op, key, value, message", [
     ("slice", "start", -2, r"slice attribute start=-2 is not in canonical form: it means 2"),
-    ("sum", "axis", [0, 0, 2], r"sum attribute axis=\(0, 0, 2\) is not in canonical form: it means \(0, 2\)"),
+    ("sum", "axis", [0, 0, 2], r"sum rejects its attributes: axis=\(0, 0, 2\) names axis 0 twice"),
+    ("sum", "axis", [2, 0], r"sum attribute axis=\(2, 0\) is not in canonical form: it means \(0, 2\)"),
     ("transpose", "perm", [-1, 1, 0], r"transpose attribute perm=\(-1, 1, 0\) is not in canonical form"),
     ("softmax", "axis", None, r"softmax rejects its attributes \(axis=None\): TypeError"),
     ("softmax", "axis", True, r"softmax attribute axis=True is not in canonical form: it means 1"),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from graphdsl import dtypes as _dt
 from graphdsl.errors import ShapeError, TypeError_
-from graphdsl.types import Shape, TensorType, broadcast_shapes, normalize_axis
+from graphdsl.types import Shape, TensorType, as_dim, broadcast_shapes, normalize_axis
 
 
 def types_str(*types) -> str:
@@ -55,12 +55,31 @@ def axis_attr(axis, rank: int, op: str) -> int:
 
 
 def axes_attr(axis, rank: int, op: str) -> tuple[int, ...] | None:
-    """Normalize a reduction's axis attribute: None (all axes) or a sorted tuple of axes."""
+    """Normalize a reduction's axis attribute: None (all axes) or a sorted tuple of distinct axes.
+
+    An axis named twice (``(0, 0)``, or ``(1, -1)`` on a matrix) is an error, as in NumPy.
+    """
     if axis is None:
         return None
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    out = tuple(sorted({normalize_axis(int(a), rank, op) for a in axes}))
-    return out
+    out = [normalize_axis(int(a), rank, op) for a in axes]
+    for i, a in enumerate(out):
+        if a in out[:i]:
+            first = axes[out.index(a)]
+            same = f"axis {a}" if first == axes[i] else f"axes {first} and {axes[i]} (both axis {a})"
+            raise ShapeError(f"axis={tuple(axes)} names {same} twice, for rank {rank}", op=op,
+                             hint="name each axis once")
+    return tuple(sorted(out))
+
+
+def sizes_attr(shape, op: str, what: str = "shape") -> tuple:
+    """A shape attribute as a tuple of dims (ints or Dims), refusing negative sizes."""
+    dims = tuple(as_dim(d) for d in shape)
+    for i, d in enumerate(dims):
+        if isinstance(d, int) and d < 0:
+            raise ShapeError(f"{what} {dims} has the negative size {d} at position {i}", op=op,
+                             hint="sizes are >= 0 (only reshape takes one -1, for the dim to infer)")
+    return dims
 
 
 # -- gradient plumbing (runs while tracing the gradient graph) --------------------------------

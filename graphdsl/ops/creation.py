@@ -6,11 +6,13 @@ import numpy as np
 from graphdsl import dtypes as _dt
 from graphdsl.errors import ShapeError
 from graphdsl.registry import REQUIRED, defop
-from graphdsl.types import Shape, TensorType, as_dim
+from graphdsl.types import Shape, TensorType
+
+from ._common import sizes_attr
 
 
 def _full_normalize(shape, value, dtype):
-    return {"shape": tuple(as_dim(d) for d in shape), "value": value, "dtype": _dt.dtype(dtype)}
+    return {"shape": sizes_attr(shape, "full"), "value": value, "dtype": _dt.dtype(dtype)}
 
 
 def _full_infer(shape, value, dtype):
@@ -40,7 +42,7 @@ def ones_like(x):
 
 
 def _iota_normalize(shape, axis, dtype):
-    shape = tuple(as_dim(d) for d in shape)
+    shape = sizes_attr(shape, "iota")
     if not -len(shape) <= axis < len(shape):
         raise ShapeError(f"axis {axis} out of range for shape {Shape(shape)}", op="iota")
     return {"shape": shape, "axis": axis % len(shape), "dtype": _dt.dtype(dtype)}
@@ -50,7 +52,7 @@ def _iota_ref(shape, axis, dtype):
     idx = np.arange(shape[axis], dtype=dtype.np)
     view = [1] * len(shape)
     view[axis] = shape[axis]
-    return np.ascontiguousarray(np.broadcast_to(idx.reshape(view), shape))
+    return np.array(np.broadcast_to(idx.reshape(view), shape))
 
 
 iota = defop("iota", attrs={"shape": REQUIRED, "axis": 0, "dtype": _dt.int64},
