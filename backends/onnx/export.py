@@ -9,9 +9,16 @@ with its type, and ONNX's strict shape inference must agree with them (``check=T
 With ``runtime="onnxruntime"`` the model is adapted to ONNX Runtime's CPU kernels: dtypes a kernel
 lacks are cast around it, and bfloat16 inputs and outputs travel as float32 (its Python API has no
 bfloat16 arrays).
+
+``export_checked`` is what the onnxruntime backend runs: the same model, plus the reference's
+run-time index checks. ONNX wraps negative indices (Gather) and fails on large ones, where the
+reference raises its own error; so there each checked op reads at clipped indices, and the
+indices' [min, max] are extra outputs, verified after the call by the TVM backend's checks
+(backends/tvm/checks.py: plain data, no TVM). A file written by ``export`` has none of this.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
@@ -24,7 +31,9 @@ from graphdsl.errors import GraphDSLError, InputError, LoweringError
 from graphdsl.graph import Graph, Node
 from graphdsl.registry import get as get_op
 from graphdsl.tracing import Builder, tracing
+from graphdsl.types import parse_dim
 
+from ..tvm.checks import RangeCheck, SliceCheck, index_check, loc_to_dict, slice_check_for
 from .emitter import Emitter, KernelTable, onnx_dtype, value_info
 from .table import table
 
@@ -65,6 +74,21 @@ def export(graph: Graph, params: Mapping[str, np.ndarray] | None = None, path=No
     return model
 
 
+def export_checked(graph: Graph, *, opset: int = DEFAULT_OPSET, contrib_ops: bool = False
+                   ) -> tuple[onnx.ModelProto, list[RangeCheck], list[SliceCheck]]:
+    """(model, range checks, slice checks): the model ``export(graph, runtime="onnxruntime")``
+    makes, with the reference's index checks. Each checked op (checks.index_check) reads at its
+    indices clipped into range (an ignored class target is kept), and the model's outputs are the
+    graph's, then one int64 [2] per range check: its raw indices' [min, max]. The slice checks
+    need only the symbolic dims' sizes, so they add no output."""
+    if not isinstance(graph, Graph):
+        raise LoweringError(f"export() takes a Graph, got {type(graph).__name__}")
+    from .runtime import ort_kernel_table
+    exporter = _Exporter(graph, opset, ort_kernel_table(), contrib_ops, f32_io=True, checked=True)
+    model = exporter.run(None)
+    return model, [c for _, c in exporter.range_checks], exporter.slice_checks
+
+
 def save(model: onnx.ModelProto, path, *, external_data: bool = False) -> None:
     """Write ``model``; with ``external_data`` its weights go to ``<name>.data`` beside it."""
     path = Path(path)
@@ -79,13 +103,17 @@ def save(model: onnx.ModelProto, path, *, external_data: bool = False) -> None:
 
 class _Exporter:
     def __init__(self, graph: Graph, opset: int, kernels: KernelTable | None, contrib: bool,
-                 f32_io: bool):
+                 f32_io: bool, checked: bool = False):
         self.graph = graph
         self.em = Emitter(opset, kernels)
         self.contrib = contrib
         self.f32_io = f32_io                  # bfloat16 inputs/outputs travel as float32
         self.values: dict[int, str] = {}
         self.used_contrib = False
+        self.checked = checked                # add the reference's index checks (export_checked)
+        self.range_checks: list[tuple[str, RangeCheck]] = []    # ([min, max] value, its check)
+        self.slice_checks: list[SliceCheck] = []
+        self._outer: tuple[int, Node] | None = None              # the graph node being lowered
 
     def run(self, params) -> onnx.ModelProto:
         g, em = self.graph, self.em
@@ -96,10 +124,12 @@ class _Exporter:
                           for k in g.outputs}
         inputs = self._sources(params)
         lowerings = table()
-        for node in g.nodes:
+        for index, node in enumerate(g.nodes):
             if id(node) not in self.values:
+                self._outer = (index, node)
                 self.values[id(node)] = self._lower(node, lowerings)
         outputs = [self._output(name, node) for name, node in g.outputs.items()]
+        outputs += [self._check_output(value) for value, _ in self.range_checks]
         annotations = [value_info(self.values[id(n)], onnx_dtype(n.type.dtype), n.type.shape)
                        for n in g.nodes if not n.is_source and self.values[id(n)] in em.dtypes
                        and em.dtypes[self.values[id(n)]] == onnx_dtype(n.type.dtype)]
@@ -148,9 +178,48 @@ class _Exporter:
         em.dtypes[name] = dtype
         return value_info(name, dtype, node.type.shape)
 
+    def _check_output(self, value: str) -> onnx.ValueInfoProto:
+        name = self.em.fresh("check")
+        self.em.nodes.append(helper.make_node("Identity", [value], [name], name=f"output:{name}"))
+        return value_info(name, onnx.TensorProto.INT64, (2,))
+
+    # -- run-time checks (export_checked) ------------------------------------------------
+    def _checked_inputs(self, node: Node, ins: list[str]) -> list[str]:
+        """``ins`` with the indices clipped into range, after recording their check. A node of a
+        decomposition is checked at the graph node's line."""
+        index, outer = self._outer
+        where = dict(node=index, loc=loc_to_dict(outer.loc))
+        sc = slice_check_for(node)
+        if sc is not None:
+            self.slice_checks.append(replace(sc, **where))
+        found = index_check(node)
+        if found is None:
+            return ins
+        pos, check = found
+        lo_hi, clipped = self._range_of(ins[pos], check, node)
+        self.range_checks.append((lo_hi, replace(check, **where)))
+        return ins[:pos] + [clipped] + ins[pos + 1:]
+
+    def _range_of(self, indices: str, check: RangeCheck, node: Node) -> tuple[str, str]:
+        """(the indices' [min, max] as int64 [2], the indices clipped into [0, size)); a class
+        target equal to ignore_index counts as 0 in the range and is kept as it is."""
+        em, dt = self.em, self.em.dtypes[indices]
+        i64 = onnx.TensorProto.INT64
+        flat = em.op("Reshape", [em.cast(indices, i64), em.const(np.array([-1], np.int64))])
+        last = em.op("Sub", [em.scalar(parse_dim(check.size), dt), em.const(1, dt)])
+        clipped = em.op("Max", [em.op("Min", [indices, last]), em.const(0, dt)], hint="clipped")
+        if check.kind == "target":
+            flat = em.op("Where", [em.op("Equal", [flat, em.const(check.ignore_index, i64)]), em.const(0, i64), flat])
+            kept = em.op("Equal", [indices, em.const(check.ignore_index, dt)])
+            clipped = em.op("Where", [kept, indices, clipped], hint="clipped")
+        lo_hi = [em.op(op, [flat], keepdims=1) for op in ("ReduceMin", "ReduceMax")]
+        return em.op("Concat", lo_hi, axis=0, hint="index_range"), clipped
+
     # -- nodes --------------------------------------------------------------------------
     def _lower(self, node: Node, lowerings) -> str:
         ins = [self.values[id(i)] for i in node.inputs]
+        if self.checked:
+            ins = self._checked_inputs(node, ins)
         try:
             if self.contrib:
                 from .contrib import CONTRIB
@@ -232,4 +301,4 @@ def _dedup(infos):
     return out
 
 
-__all__ = ["export", "save", "DEFAULT_OPSET"]
+__all__ = ["export", "export_checked", "save", "DEFAULT_OPSET"]

@@ -7,13 +7,17 @@ Options: ``num_cores`` (llvm: threads the kernels are built for; default the usa
 ``arch`` (cuda: default sm_90), ``cache`` (default True: reuse a module compiled before for the
 same graph, target and library versions, from this process or from disk; see cache.py),
 ``gpu_kernels_on_cpu`` (llvm, default False: build the GPU's own attention kernels in their
-emulated CPU form, to check their numbers on a machine without a GPU; slow, for tests).
+emulated CPU form, to check their numbers on a machine without a GPU; slow, for tests),
+``check_nan`` (default False: raise the NumPy backend's check_nan errors; the kernels run the
+whole graph, so after a call whose inputs or outputs hold a NaN the NumPy reference is re-run on
+the same inputs to name the first op that made it; see checks.NanCheck).
 """
 from __future__ import annotations
 
 from graphdsl.errors import TargetError
 from graphdsl.graph import Graph
 
+from .checks import NanCheck
 from .target import make_target
 
 
@@ -22,7 +26,7 @@ def compile(graph: Graph, **options):
     return compile_for("llvm", graph, **options)
 
 
-def compile_for(kind: str, graph: Graph, *, cache: bool = True, **options):
+def compile_for(kind: str, graph: Graph, *, cache: bool = True, check_nan: bool = False, **options):
     """Compile for ``kind`` ("llvm" or "cuda"), through the compile cache unless ``cache=False``."""
     from . import cache as _cache
     target_options = {k: options.pop(k) for k in ("num_cores", "arch") if k in options}
@@ -30,8 +34,8 @@ def compile_for(kind: str, graph: Graph, *, cache: bool = True, **options):
     if options or (emulate and kind != "llvm"):
         unknown = sorted(options) or ["gpu_kernels_on_cpu"]
         raise TargetError(f"unknown option(s) for the {kind} target: {unknown}",
-                          hint="the TVM targets take num_cores (llvm), arch (cuda), cache, and "
-                               "gpu_kernels_on_cpu (llvm)")
+                          hint="the TVM targets take num_cores (llvm), arch (cuda), cache, check_nan "
+                               "and gpu_kernels_on_cpu (llvm)")
     arch = target_options.get("arch")
     target = make_target(kind, **target_options)
     k = _cache.key(graph, target, gpu_kernels_on_cpu=emulate) if cache else None
@@ -41,6 +45,9 @@ def compile_for(kind: str, graph: Graph, *, cache: bool = True, **options):
         _cache.STATS["compiles"] += 1
         if cache:
             exe = _cache.store(k, exe)
+    if check_nan:   # on a copy: the cached executable serves calls without the check too
+        exe = exe.with_graph(graph)
+        exe.check_nan = NanCheck(graph, kind)
     return exe
 
 

@@ -9,9 +9,11 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
+from graphdsl.errors import GraphDSLError
 from graphdsl.graph import Graph
 
 from ..base import Executable
+from .checks import NanCheck, call_sizes, is_allocation_failure, out_of_memory
 
 ALIGNMENT = 64  # bytes: what TVM's generated kernels assume of every buffer
 
@@ -33,10 +35,14 @@ class TVMExecutable(Executable):
     through a NumPy view of it (0.4 us, against 5 us for TVM's ``copyfrom``), and the array each
     input was last given (kept alive until the next call) is remembered with its TVM view or its
     need of a copy, so passing the same arrays again costs a lookup (and the copies) per input.
+
+    ``check_nan`` (a NanCheck, or None): the reference's check_nan errors, after the call. An
+    error inside the VM (an allocation that fails, ...) is a GraphDSLError naming the graph and
+    the sizes of the call, never TVM's own exception.
     """
 
     def __init__(self, graph: Graph, vm_exec, *, target: str, tvm_target: str = "",
-                 range_checks=(), slice_checks=()):
+                 range_checks=(), slice_checks=(), check_nan: bool = False):
         super().__init__(graph)
         self.target = target
         self.tvm_target = tvm_target
@@ -44,6 +50,7 @@ class TVMExecutable(Executable):
         self.artifact_dir = None  # the directory this module was loaded from, if any
         self.range_checks = list(range_checks)
         self.slice_checks = list(slice_checks)
+        self.check_nan = NanCheck(graph, target) if check_nan else None
         self._vm = None
         self._order = list(graph.inputs) + list(graph.params)
         self._staging: dict[str, tuple] = {}     # name -> what _stage returned
@@ -63,12 +70,33 @@ class TVMExecutable(Executable):
     def run(self, arrays, env):
         for check in self.slice_checks:
             check.verify(env)
+        if self.check_nan is not None:
+            self.check_nan.before(arrays, env)
         args = [self._to_device(k, arrays[k]) for k in self._order]
-        results = [self._to_numpy(r) for r in self.vm["main"](*args)]
+        try:
+            raw = self.vm["main"](*args)
+        except Exception as e:   # TVM's errors: tvm.error.InternalError (std::bad_alloc), ValueError, ...
+            raise self._failed(e, env) from None
+        results = [self._to_numpy(r) for r in raw]
         n = len(self.graph.outputs)
         for check, lo_hi in zip(self.range_checks, results[n:]):
             check.verify(lo_hi, env)
-        return dict(zip(self.graph.outputs, results[:n]))
+        outputs = dict(zip(self.graph.outputs, results[:n]))
+        if self.check_nan is not None:
+            self.check_nan.after(arrays, env, outputs)
+        return outputs
+
+    def _failed(self, err: Exception, env: dict) -> GraphDSLError:
+        """The error a user sees when the VM raised: for a failed allocation the bytes of the
+        graph's largest value (TVM's message says only std::bad_alloc), else what TVM said; both
+        with the graph and the sizes of the call."""
+        text = _first_line(err)
+        if is_allocation_failure(text):
+            return out_of_memory(self.graph, self.target, env, f"{type(err).__name__}: {text}")
+        return GraphDSLError(f"graph {self.graph.name!r} on {self.target} with {call_sizes(env)}: the compiled "
+                             f"module failed at run time: {type(err).__name__}: {text}",
+                             hint="this is a bug in the TVM backend; backends.compile(graph, 'numpy') "
+                                  "runs the reference")
 
     def _to_device(self, name: str, arr: np.ndarray):
         last = self._last.get(name)
@@ -81,8 +109,8 @@ class TVMExecutable(Executable):
 
     def _view(self, arr: np.ndarray):
         """A TVM tensor sharing ``arr``'s memory, or None where the kernels need a copy of it."""
-        if self.target == "cuda" or not arr.flags.c_contiguous:
-            return None
+        if self.target == "cuda" or not arr.flags.c_contiguous or arr.size == 0:
+            return None   # (NumPy gives an empty array strides of 0, which TVM refuses as not compact)
         try:
             view = tvm_ffi.from_dlpack(arr)
         except BufferError:  # bfloat16 has no DLPack code
@@ -130,6 +158,7 @@ class TVMExecutable(Executable):
         other = copy.copy(self)
         other.graph, other._vm = graph, None
         other.range_checks, other.slice_checks = rebind(self.range_checks, graph), rebind(self.slice_checks, graph)
+        other.check_nan = None if self.check_nan is None else NanCheck(graph, self.target)
         other._staging, other._staged_ptrs, other._last = {}, set(), {}
         return other
 
@@ -145,6 +174,11 @@ class TVMExecutable(Executable):
 
     def load_extra_files(self, directory: Path) -> None:
         """Read back what ``extra_files`` wrote."""
+
+
+def _first_line(err: Exception) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(err).__name__)[:300]
 
 
 def _contiguous(arr: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@ tensors from sizes (iota, fill, numel).
 
 Indices are clipped into range inside the kernels, so a bad index never reads outside a buffer;
 whether an index was bad is checked separately (see rules/tensor.py), so nothing is silently
-clipped from the user's point of view.
+clipped from the user's point of view. An axis of symbolic size can be empty, where there is
+nothing to clip into: the read is then skipped (``_guarded``), and the check raises.
 """
 from __future__ import annotations
 
@@ -18,6 +19,19 @@ def _clip(j, size):
     return tirx.max(tirx.min(_i64(j), _i64(tirx.const(0, "int64") + size) - 1), tirx.const(0, "int64"))
 
 
+def nonempty(size) -> bool:
+    """Whether an axis of this size is known to hold at least one element."""
+    return isinstance(size, (int, tirx.IntImm)) and int(size) > 0
+
+
+def _guarded(read, size, dtype):
+    """``read`` (a load at a clipped index), or 0 where the axis read is empty: a symbolic size
+    can be 0 at run time, and index 0 of an empty buffer is outside it. A static size costs nothing."""
+    if nonempty(size):
+        return read
+    return tirx.if_then_else(_i64(tirx.const(0, "int64") + size) > 0, read, tirx.const(0, dtype))
+
+
 def take(table: te.Tensor, indices: te.Tensor, axis: int) -> te.Tensor:
     """out[pre, i..., post] = table[pre, indices[i...], post]."""
     k = len(indices.shape)
@@ -26,7 +40,7 @@ def take(table: te.Tensor, indices: te.Tensor, axis: int) -> te.Tensor:
 
     def f(*i):
         j = _clip(indices(*i[axis:axis + k]), size)
-        return table(*i[:axis], j, *i[axis + k:])
+        return _guarded(table(*i[:axis], j, *i[axis + k:]), size, table.dtype)
     return te.compute(shape, f, name="take")
 
 
@@ -35,7 +49,7 @@ def gather(x: te.Tensor, indices: te.Tensor, axis: int) -> te.Tensor:
     size = x.shape[axis]
 
     def f(*i):
-        return x(*i[:axis], _clip(indices(*i), size), *i[axis + 1:])
+        return _guarded(x(*i[:axis], _clip(indices(*i), size), *i[axis + 1:]), size, x.dtype)
     return te.compute(indices.shape, f, name="gather")
 
 

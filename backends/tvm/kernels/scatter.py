@@ -5,6 +5,8 @@ shape ``[pre, size, post]`` and ``upd`` of shape ``[pre, n, post]``; the index i
 (index_add: every (p, q) shares it) or ``idx[p, m, q]`` (scatter_add). Each (p, q) is owned by
 one thread, which zeroes its column of ``out`` and walks m in order, so no two threads write the
 same element: no atomics, and the sums are deterministic. Written with TVM's IR builder because TE cannot express a scatter.
+An output axis of symbolic size can be empty at run time; there is then nowhere to add an update
+(index 0 is outside the buffer), so nothing is written and the index check raises.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from tvm import te, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
+from .indexing import nonempty
+
 GPU_THREADS = 256
 
 
@@ -22,6 +26,7 @@ def scatter_add_3d(indices: te.Tensor, updates: te.Tensor, size, *, gpu: bool) -
     pre, n, post = updates.shape
     shared = len(indices.shape) == 1
     dtype = str(updates.dtype)
+    maybe_empty = not nonempty(size)   # a symbolic size may be 0 at run time
 
     def index(idx, p, m, q):
         raw = idx[m] if shared else idx[(p * n + m) * post + q]
@@ -32,8 +37,9 @@ def scatter_add_3d(indices: te.Tensor, updates: te.Tensor, size, *, gpu: bool) -
         """Zero out[p, :, q], then add every update of (p, q) in order of m."""
         with T.serial(0, size) as j:
             out[(p * size + j) * post + q] = tirx.const(0, dtype)
-        with T.serial(0, n) as m:
-            out[(p * size + index(idx, p, m, q)) * post + q] += upd[(p * n + m) * post + q]
+        with _when(tirx.const(0, "int64") + size > 0, maybe_empty):
+            with T.serial(0, n) as m:
+                out[(p * size + index(idx, p, m, q)) * post + q] += upd[(p * n + m) * post + q]
 
     def ir(ins, outs):
         idx, upd, out = T.buffer_proxy(ins[0]), T.buffer_proxy(ins[1]), T.buffer_proxy(outs[0])
@@ -48,6 +54,17 @@ def scatter_add_3d(indices: te.Tensor, updates: te.Tensor, size, *, gpu: bool) -
         return ib.get()
 
     return te.extern([[pre, size, post]], [indices, updates], ir, dtype=dtype, name="scatter_add")
+
+
+@contextmanager
+def _when(cond, needed: bool):
+    """``with _when(cond, needed):`` the body runs only where ``cond`` holds (unguarded when not needed)."""
+    if not needed:
+        yield
+        return
+    with T.If(cond):
+        with T.Then():
+            yield
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from tvm.relax import op as R
 
 from graphdsl.types import Dim, Shape, broadcast_shapes
 
-from ..checks import range_check, slice_check
+from ..checks import index_check, range_check, slice_check_for
 from ..kernels import indexing as K
 from ..kernels.linalg import matmul as matmul_kernel
 from ..kernels.scatter import scatter_add_3d
@@ -23,15 +23,27 @@ from ._util import axes_list, cast, scalar, upcast
 def check_range(cx, node, indices: relax.Expr, size, axis: int, kind: str = "index",
                 ignore_index: int | None = None) -> None:
     """After each call, raise the reference's error when an index falls outside [0, size)."""
+    _add_range_check(cx, indices, range_check(node, axis, size, kind, ignore_index))
+
+
+def _check_indices(cx, node, indices: relax.Expr) -> None:
+    """The run-time check of ``node``'s indices that checks.index_check describes."""
+    _add_range_check(cx, indices, index_check(node)[1])
+
+
+def _add_range_check(cx, indices: relax.Expr, check) -> None:
+    """Return the indices' [min, max] as an extra output. For empty indices it is garbage (a TVM
+    reduction initialises in its first iteration), which the check knows from its ``count``."""
     i64 = cast(indices, "int64")
     lo_hi = R.concat([R.reshape(R.min(i64), [1]), R.reshape(R.max(i64), [1])], axis=0)
-    cx.add_check(cx.emit(lo_hi), range_check(node, axis, size, kind, ignore_index))
+    cx.add_check(cx.emit(lo_hi), check)
 
 
-def _check_slice(cx, node, size, start, stop, step) -> None:
+def _check_slice(cx, node) -> None:
     """A slice typed on a symbolic dim assumed the dim was large enough: check it per call."""
-    if step > 0 and any(isinstance(v, Dim) for v in (size, start, stop)):
-        cx.add_slice_check(slice_check(node, size, start, stop))
+    check = slice_check_for(node)
+    if check is not None:
+        cx.add_slice_check(check)
 
 
 # -- linear algebra, shapes, reductions --------------------------------------------------------------
@@ -107,35 +119,30 @@ def _numel(cx, node, x):
 def _slice(cx, node, x):
     a = node.attrs
     axis, step = a["axis"], a["step"]
-    size = node.inputs[0].type.shape[axis]
-    stop = size if a["stop"] is None else a["stop"]
-    _check_slice(cx, node, size, a["start"], stop, step)
+    _check_slice(cx, node)
     return cx.te(K.slice_axis, x, axis, cx.dim(a["start"]), step, cx.dim(node.type.shape[axis]))
 
 
 def _slice_grad(cx, node, g):
     a = node.attrs
-    stop = a["size"] if a["stop"] is None else a["stop"]
-    _check_slice(cx, node, a["size"], a["start"], stop, a["step"])
+    _check_slice(cx, node)
     return cx.te(K.slice_grad, g, a["axis"], cx.dim(a["start"]), a["step"], cx.dim(a["size"]))
 
 
 def _take(cx, node, table, indices):
-    axis = node.attrs["axis"]
-    check_range(cx, node, indices, node.inputs[0].type.shape[axis], axis)
-    return cx.te(K.take, table, indices, axis)
+    _check_indices(cx, node, indices)
+    return cx.te(K.take, table, indices, node.attrs["axis"])
 
 
 def _gather(cx, node, x, indices):
-    axis = node.attrs["axis"]
-    check_range(cx, node, indices, node.inputs[0].type.shape[axis], axis)
-    return cx.te(K.gather, x, indices, axis)
+    _check_indices(cx, node, indices)
+    return cx.te(K.gather, x, indices, node.attrs["axis"])
 
 
 def _scatter(cx, node, indices, updates, *, shared: bool):
     """index_add (shared indices) and scatter_add through the one 3-D scatter-add kernel."""
     axis, size = node.attrs["axis"], node.attrs["size"]
-    check_range(cx, node, indices, size, axis)
+    _check_indices(cx, node, indices)
     ushape = node.inputs[1].type.shape
     k = node.inputs[0].type.rank if shared else 1
     pre = Shape(ushape[:axis]).numel()
