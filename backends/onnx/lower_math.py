@@ -2,11 +2,19 @@
 
 Each mirrors the op's NumPy reference: where the reference computes a narrow float (f16/bf16) in
 float32 and rounds once, the lowering casts to float32 around the computation (``widen``/``narrow``).
+The edges follow the reference too (docs/semantics.md): ONNX Runtime's ReduceMax/ReduceMin and
+ArgMax skip a NaN that is not the first element, so the float reductions test for one; its
+Sigmoid has an absolute error of about 6e-8 (17% off at -15, 0 below -17.5), so it is used for
+x >= 0 only, exp(x) / (1 + exp(x)) below; it casts float64 (and ints, to bf16) to f16/bf16
+through float32, rounding twice, which ``round_once`` corrects. A ``full`` whose value is a
+symbolic dim (a mean's 1/n in its gradient) reads the dim from the input shapes at run time.
 """
 from __future__ import annotations
 
 import numpy as np
 from onnx import TensorProto
+
+from graphdsl.types import Dim
 
 from .emitter import Emitter, np_dtype, onnx_dtype
 from .table import lowers
@@ -44,7 +52,7 @@ def reduce(em: Emitter, op_type: str, x: str, axis, keepdims: bool) -> str:
 _DIRECT = {
     "add": "Add", "sub": "Sub", "mul": "Mul", "pow": "Pow", "maximum": "Max", "minimum": "Min",
     "neg": "Neg", "abs": "Abs", "exp": "Exp", "log": "Log", "sqrt": "Sqrt", "tanh": "Tanh",
-    "sin": "Sin", "cos": "Cos", "erf": "Erf", "sigmoid": "Sigmoid", "equal": "Equal",
+    "sin": "Sin", "cos": "Cos", "erf": "Erf", "equal": "Equal",
     "less": "Less", "less_equal": "LessOrEqual", "greater": "Greater",
     "greater_equal": "GreaterOrEqual", "logical_and": "And", "logical_or": "Or",
     "logical_not": "Not", "matmul": "MatMul", "where": "Where",
@@ -90,10 +98,23 @@ def _relu(em, node, ins):
     return em.op("Max", [ins[0], scalar_like(em, 0, ins[0])], hint="relu")
 
 
+def sigmoid(em: Emitter, x: str) -> str:
+    """The reference's sigmoid: ONNX Sigmoid for x >= 0, exp(x) / (1 + exp(x)) below (NaN stays NaN)."""
+    e = em.op("Exp", [x])
+    tail = em.op("Div", [e, em.op("Add", [scalar_like(em, 1, x), e])])
+    return em.op("Where", [em.op("Less", [x, scalar_like(em, 0, x)]), tail, em.op("Sigmoid", [x])],
+                 hint="sigmoid")
+
+
+@lowers("sigmoid")
+def _sigmoid(em, node, ins):
+    return narrow(em, sigmoid(em, widen(em, ins[0])), node.type.dtype)
+
+
 @lowers("silu")
 def _silu(em, node, ins):
-    x = ins[0]
-    return em.op("Mul", [x, em.op("Sigmoid", [x])], hint="silu")
+    x = ins[0]   # x times its sigmoid rounded to x's dtype, as the reference
+    return em.op("Mul", [x, narrow(em, sigmoid(em, widen(em, x)), node.type.dtype)], hint="silu")
 
 
 @lowers("gelu")
@@ -112,7 +133,42 @@ def _gelu(em, node, ins):
 
 @lowers("cast")
 def _cast(em, node, ins):
-    return em.op("Cast", ins, to=onnx_dtype(node.attrs["dtype"]), hint="cast")
+    to, have = onnx_dtype(node.attrs["dtype"]), em.dtypes[ins[0]]
+    if to in _NARROW_MAX and have in _ROUNDED_TWICE[to]:
+        return round_once(em, ins[0], to)
+    return em.op("Cast", ins, to=to, hint="cast")
+
+
+F16, BF16 = TensorProto.FLOAT16, TensorProto.BFLOAT16
+# (the largest finite value, the tie between it and inf) of each narrow type
+_NARROW_MAX = {F16: (65504.0, 65520.0), BF16: (3.3895313892515355e38, 3.39617752923046e38)}
+# Casts ONNX Runtime makes through float32, rounding twice: a value that float32 rounds onto a tie
+# of the narrow type then goes to the even side, which may be the wrong one.
+_ROUNDED_TWICE = {F16: (TensorProto.DOUBLE,),
+                  BF16: (TensorProto.DOUBLE, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT32)}
+
+
+def round_once(em: Emitter, x: str, to: int) -> str:
+    """``x`` (float64 or int) cast to f16/bf16 with ONE rounding to nearest, ties to even (NumPy's).
+
+    m = float32(x) can be wrong only as a tie of ``to`` that x is not: then x's side of m decides
+    between m's two neighbours in ``to``, the even one b (Cast's choice) and o = m + (m - b) (exact;
+    a tie is exactly the case where o is a value of ``to``)."""
+    xd = em.cast(x, TensorProto.DOUBLE)
+    m = em.cast(xd, F32)
+    as_to = lambda v: em.cast(em.op("Cast", [v], to=to), F32)  # noqa: E731  (rounded, back in f32)
+    b = as_to(m)
+    top, edge = _NARROW_MAX[to]                       # past the largest value, the tie is with inf
+    overflow = em.op("IsInf", [b])
+    o = em.op("Where", [overflow, em.op("Mul", [em.op("Sign", [m]), em.const(np.float32(top))]),
+                        em.op("Add", [m, em.op("Sub", [m, b])])])
+    is_tie = em.op("Where", [overflow, em.op("Equal", [em.op("Abs", [m]), em.const(np.float32(edge))]),
+                             em.op("Equal", [as_to(o), o])])
+    tie = em.op("And", [em.op("Not", [em.op("Equal", [b, m])]), is_tie])
+    md = em.cast(m, TensorProto.DOUBLE)
+    wrong = em.op("And", [tie, em.op("Not", [em.op("Equal", [md, xd])])])
+    side = em.op("Where", [em.op("Greater", [xd, md]), em.op("Max", [b, o]), em.op("Min", [b, o])])
+    return em.op("Cast", [em.op("Where", [wrong, side, b])], to=to, hint="cast")
 
 
 # -- reductions -----------------------------------------------------------------------------------
@@ -127,19 +183,44 @@ def _mean(em, node, ins):
     return narrow(em, out, node.type.dtype)
 
 
+def _nans(em: Emitter, x: str) -> str:
+    """1.0 where ``x`` is NaN, else 0.0 (float32)."""
+    return em.cast(em.op("IsNaN", [x]), F32)
+
+
+def _any_nan(em: Emitter, nans: str, axis, keepdims: bool) -> str:
+    """bool: whether the slice reduced over ``axis`` holds a NaN (``nans``: ``_nans(x)``)."""
+    return em.op("Greater", [reduce(em, "ReduceMax", nans, axis, keepdims), em.const(np.float32(0))])
+
+
 @lowers("max", "min")
 def _extremum(em, node, ins):
     op_type = "ReduceMax" if node.op == "max" else "ReduceMin"
-    return reduce(em, op_type, ins[0], node.attrs["axis"], node.attrs["keepdims"])
+    x, axis, keepdims = ins[0], node.attrs["axis"], node.attrs["keepdims"]
+    out = reduce(em, op_type, x, axis, keepdims)
+    if not node.type.dtype.is_float:
+        return out
+    return em.op("Where", [_any_nan(em, _nans(em, x), axis, keepdims), scalar_like(em, np.nan, out), out],
+                 hint=node.op)
+
+
+def _argmax_of(em: Emitter, x: str, axis: int, keepdims: bool) -> str:
+    """ArgMax, but the index of the first NaN where there is one (np.argmax)."""
+    out = em.op("ArgMax", [x], axis=axis, keepdims=int(keepdims))
+    if em.dtypes[x] not in (F32, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16):
+        return out
+    nans = _nans(em, x)
+    first_nan = em.op("ArgMax", [nans], axis=axis, keepdims=int(keepdims))
+    return em.op("Where", [_any_nan(em, nans, [axis], keepdims), first_nan, out], hint="argmax")
 
 
 @lowers("argmax")
 def _argmax(em, node, ins):
     axis, keepdims = node.attrs["axis"], node.attrs["keepdims"]
     if axis is not None:
-        return em.op("ArgMax", ins, axis=axis[0], keepdims=int(keepdims), hint="argmax")
+        return _argmax_of(em, ins[0], axis[0], keepdims)
     flat = em.op("Reshape", [ins[0], em.const(np.array([-1], np.int64))])
-    out = em.op("ArgMax", [flat], axis=0, keepdims=0)
+    out = _argmax_of(em, flat, 0, False)
     if keepdims:
         out = em.op("Reshape", [out, em.dims(node.type.shape)], hint="argmax")
     return out
@@ -156,6 +237,9 @@ def full(em: Emitter, shape, value, dtype) -> str:
 @lowers("full")
 def _full(em, node, ins):
     a = node.attrs
+    if isinstance(a["value"], Dim):   # a symbolic size as a value (the 1/n of a mean's gradient)
+        value = em.scalar(a["value"], onnx_dtype(a["dtype"]))   # computed from the input shapes
+        return value if not a["shape"] else em.op("Expand", [value, em.dims(a["shape"])], hint="full")
     return full(em, a["shape"], a["value"], onnx_dtype(a["dtype"]))
 
 

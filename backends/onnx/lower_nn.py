@@ -22,7 +22,10 @@ U32 = TensorProto.UINT32
 
 # -- softmax -------------------------------------------------------------------------------------
 def softmax(em: Emitter, x: str, axis: int, log: bool = False) -> str:
-    """Softmax (or log-softmax) whose all -inf rows give zeros (or stay -inf), never NaN."""
+    """Softmax (or log-softmax) whose all -inf rows give zeros (or stay -inf), never NaN; a row
+    holding a NaN is NaN (ONNX Runtime's own softmax), except one whose other entries are all
+    -inf with no NaN first: ReduceMax skips such a NaN, and the guard must stay exactly
+    ``where(max(x) == -inf, 0, softmax(x))``, the form passes/attention.py fuses on re-import."""
     out = em.op("LogSoftmax" if log else "Softmax", [x], axis=axis)
     top = reduce(em, "ReduceMax", x, [axis], keepdims=True)
     dead = em.op("Equal", [top, scalar_like(em, -np.inf, x)])

@@ -216,4 +216,6 @@ def _cast_normalize(x, dtype):
 
 cast = defop("cast", attrs=("dtype",), normalize=_cast_normalize,
              infer=lambda x, dtype: x.with_dtype(dtype), ref=_cast_ref, vjp=_cast_vjp,
-             doc="convert to another dtype (float to int truncates toward zero)", tags=("elementwise",))
+             doc="convert to another dtype: to a narrower float rounds to nearest, ties to even (NaN stays "
+                 "NaN, past the largest finite value is inf); float to int truncates toward zero",
+             tags=("elementwise",))

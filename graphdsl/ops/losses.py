@@ -3,6 +3,8 @@
 Semantics follow PyTorch's functional losses, with classes on the LAST axis (logits [..., C],
 targets [...]). ``reduction`` is "mean", "sum" or "none"; a mean over targets counts only those
 that are not ``ignore_index``, and when every target is ignored the loss is 0, not NaN.
+NaN in means NaN out (docs/semantics.md): a row of logits holding a NaN has a NaN loss, and so
+has a sum or mean over it; a row whose target is ``ignore_index`` contributes 0 whatever it holds.
 References compute in float32 (float64 for float64 inputs); gradients are graph code.
 """
 from __future__ import annotations

@@ -4,7 +4,9 @@ References compute in float32 (float64 for float64 inputs) and cast back, so f16
 accurate; gradient rules do the same by casting in the graph. ``numel`` is the run-time element
 count a gradient divides by when a dim is symbolic (``size_of`` gives a Python int when it is not).
 Softmax of a row that is entirely -inf is zeros, and its gradient is zero: a fully masked row is
-defined, never NaN.
+defined, never NaN. A row holding a NaN (or a +inf, whose exp(x - max) is exp(inf - inf)) is NaN
+throughout, in softmax and log_softmax alike: NaN in a row means NaN out of that row
+(docs/semantics.md).
 """
 from __future__ import annotations
 
@@ -72,22 +74,29 @@ def mean_over(t, axis=-1, keepdims=True):
     return total * (1.0 / n) if isinstance(n, int) else total / n
 
 
-def softmax_np(x: np.ndarray, axis: int) -> np.ndarray:
-    """Max-subtracted softmax in the accumulation dtype; rows that are all -inf give zeros."""
+def _shifted_np(x: np.ndarray, axis: int):
+    """(x - max, its exp, the sum of the exp) over ``axis`` in the accumulation dtype. A fully
+    masked row (max -inf) is shifted by 0, so its sum is 0; a row holding a NaN or +inf sums to NaN."""
     x = x.astype(acc_np(x.dtype), copy=False)
     m = np.max(x, axis=axis, keepdims=True)
-    e = np.exp(x - np.where(np.isfinite(m), m, 0))
-    s = np.sum(e, axis=axis, keepdims=True)
-    return np.where(s > 0, e / np.where(s > 0, s, 1), 0).astype(x.dtype, copy=False)
+    shifted = x - np.where(m == -np.inf, 0, m)
+    e = np.exp(shifted)
+    return shifted, e, np.sum(e, axis=axis, keepdims=True)
+
+
+def softmax_np(x: np.ndarray, axis: int) -> np.ndarray:
+    """Max-subtracted softmax in the accumulation dtype; rows that are all -inf give zeros, rows
+    holding a NaN (or +inf) are NaN."""
+    _, e, s = _shifted_np(x, axis)
+    dead = s == 0   # only a fully masked row sums to 0: the max's own term is exp(0) = 1
+    return np.where(dead, 0, e / np.where(dead, 1, s)).astype(e.dtype, copy=False)
 
 
 def log_softmax_np(x: np.ndarray, axis: int) -> np.ndarray:
-    """Max-subtracted log-softmax in the accumulation dtype; rows that are all -inf stay -inf."""
-    x = x.astype(acc_np(x.dtype), copy=False)
-    m = np.max(x, axis=axis, keepdims=True)
-    shifted = x - np.where(np.isfinite(m), m, 0)
-    s = np.sum(np.exp(shifted), axis=axis, keepdims=True)
-    return shifted - np.log(np.where(s > 0, s, 1))
+    """Max-subtracted log-softmax in the accumulation dtype; rows that are all -inf stay -inf,
+    rows holding a NaN (or +inf) are NaN."""
+    shifted, _, s = _shifted_np(x, axis)
+    return shifted - np.log(np.where(s == 0, 1, s))
 
 
 # -- softmax and log_softmax ----------------------------------------------------------------------
@@ -121,11 +130,13 @@ def _log_softmax_vjp(g, y, x, axis):
 softmax = defop("softmax", attrs={"axis": -1}, normalize=_axis_normalize("softmax"),
                 infer=_float_infer("softmax"),
                 ref=lambda x, axis: softmax_np(x, axis).astype(x.dtype), vjp=_softmax_vjp,
-                doc="exp(x - max) / sum(exp(x - max)) over axis; an all -inf row gives zeros")
+                doc="exp(x - max) / sum(exp(x - max)) over axis; an all -inf row gives zeros, "
+                    "a row holding a NaN is NaN")
 log_softmax = defop("log_softmax", attrs={"axis": -1}, normalize=_axis_normalize("log_softmax"),
                     infer=_float_infer("log_softmax"),
                     ref=lambda x, axis: log_softmax_np(x, axis).astype(x.dtype), vjp=_log_softmax_vjp,
-                    doc="x - max - log(sum(exp(x - max))) over axis")
+                    doc="x - max - log(sum(exp(x - max))) over axis; an all -inf row stays -inf, "
+                        "a row holding a NaN is NaN")
 
 
 # -- layer_norm and rms_norm ----------------------------------------------------------------------

@@ -6,15 +6,17 @@ k transposed, and per row block it packs the bias rows, computes the scores (reg
 row max, exponentials (a vectorizable polynomial in f32) and row sums in block-local buffers
 whose axes are padded to whole tiles, and accumulates the weighted sum of v in a register tile
 of RB rows. Row max and row sum are vector reductions (PAD partial results per row, then their
-reduction). Rows whose max is -inf (fully masked) give zeros. With dropout the block also keeps
-``dropped``, its exponentials where the reference's keep mask (kernels/random.py, drawn from each
-element's flat index in the [*L, Sq, Sk] probabilities and the seed) keeps them, else zeros: the
-row sum is over the exponentials, the weighted sum of v over the dropped ones, and 1 / (1 - p)
-scales the output row; the mask never reaches main memory. ``schedule_fused_attention`` gives
-it its CPU schedule: one task per (batch, head), key and value axes vectorized. Measured on 2
-cores (AVX-512): BERT-tiny's [1, 2, 128, 32] 62 -> 18 us, BERT-mini's [8, 4, 128, 64] 1.9 ->
-0.44 ms against the previous schedule (batch axis only in parallel, scalar row reductions, one
-output row at a time), with build.noalias_shape_funcs.
+reduction). Rows whose max is -inf (fully masked) give zeros; a row with a NaN score is NaN (its
+sum is: topi.fast_exp keeps a NaN, its last step being TVM's max(y, x), which is x when the
+compare fails). With dropout the block also keeps ``dropped``, its exponentials where the
+reference's keep mask (kernels/random.py, drawn from each element's flat index in the [*L, Sq,
+Sk] probabilities and the seed) keeps them, else zeros: the row sum is over the exponentials,
+the weighted sum of v over the dropped ones, and 1 / (1 - p) scales the output row; the mask
+never reaches main memory. ``schedule_fused_attention`` gives it its CPU schedule: one task per
+(batch, head), key and value axes vectorized. Measured on 2 cores (AVX-512): BERT-tiny's
+[1, 2, 128, 32] 62 -> 18 us, BERT-mini's [8, 4, 128, 64] 1.9 -> 0.44 ms against the previous
+schedule (batch axis only in parallel, scalar row reductions, one output row at a time), with
+build.noalias_shape_funcs.
 """
 from __future__ import annotations
 
@@ -128,8 +130,9 @@ def fused_attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, *rest: te.Tensor, 
     def out(*i):
         o = pv(*i) / row_sum(*i[:-1])
         return o if seed is None else o * tirx.const(1.0 / (1.0 - dropout_p), acc)
+    # Only a fully masked row sums to 0; a NaN score makes its row's sum NaN, and the row NaN.
     return te.compute([*lead, sq, dv], lambda *i: tirx.Select(
-        row_sum(*i[:-1]) > zero, out(*i), zero).astype(out_dtype), name="attention")
+        row_sum(*i[:-1]) == zero, zero, out(*i)).astype(out_dtype), name="attention")
 
 
 def schedule_fused_attention(func: tirx.PrimFunc, lanes: int = PAD) -> tirx.PrimFunc:

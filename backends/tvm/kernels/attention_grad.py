@@ -90,8 +90,8 @@ def fused_attention_grad(q: te.Tensor, k: te.Tensor, v: te.Tensor, *rest: te.Ten
     expo = te.compute(score.shape, lambda *i: exp(*i), name="expo")
     j_sum = te.reduce_axis((0, skp), name="js")
     row_sum = te.compute([*lead, sqp], lambda *i: te.sum(expo(*i, j_sum), axis=j_sum), name="row_sum")
-    inv_sum = te.compute([*lead, sqp], lambda *i: tirx.Select(
-        row_sum(*i) > zero, tirx.const(1, acc) / row_sum(*i), zero), name="inv_sum")
+    inv_sum = te.compute([*lead, sqp], lambda *i: tirx.Select(   # a NaN row's sum is NaN: so is p
+        row_sum(*i) == zero, zero, tirx.const(1, acc) / row_sum(*i)), name="inv_sum")
     if seed is not None:   # the keep mask times 1 / (1 - p), by the element's flat index
         inv_keep = tirx.const(1.0 / (1.0 - dropout_p), acc)
         drop = te.compute([*lead, sqp, skp], lambda *i: tirx.Select(

@@ -344,8 +344,10 @@ class _RowTile:
         m_new[0] = st[tx, 0]
         with sp.unrolled(TILE) as jt:
             s_r[tx, jt] = self.score(jt)
-            m_new[0] = tirx.max(m_new[0], s_r[tx, jt])
-        with T.If(m_new[0] > ops.neg_inf):   # else every key so far is hidden: nothing to add
+            m_new[0] = _max(m_new[0], s_r[tx, jt])
+        # Unless every key so far is hidden (nothing to add). A NaN score makes the max NaN, then
+        # alpha and the state NaN, and the row NaN, as in the reference (hence not > -inf).
+        with T.If(_unequal(m_new[0], ops.neg_inf)):
             with T.Then():
                 alpha = sp.scalar(ops.acc)
                 alpha[0] = tirx.exp(st[tx, 0] - m_new[0])   # 0 while the running max is -inf
@@ -369,7 +371,7 @@ class _RowTile:
     def dq(self):
         """dq_i += scale * p_ij (g_i . v_j - delta_i) k_j over the tile (rows with lse -inf: none)."""
         sp, ops, tx, st = self.sp, self.ops, self.tx, self.st
-        with T.If(st[tx, 0] > ops.neg_inf):
+        with T.If(_unequal(st[tx, 0], ops.neg_inf)):   # a NaN row's lse is NaN: its dq is NaN
             with T.Then():
                 with T.serial(0, TILE) as jt:
                     ds = sp.scalar(ops.acc)
@@ -379,14 +381,26 @@ class _RowTile:
                         self.o_r[tx, c] = self.o_r[tx, c] + ds[0] * self.k_s[jt, c]
 
 
+def _max(m, s):
+    """The running max, NaN once a score is NaN: TVM's max is ``m > s ? m : s``, which a NaN m
+    would leave for the next score (a hidden key's -inf, say)."""
+    return tirx.Select(tirx.Or(tirx.isnan(m), m > s), m, s)
+
+
+def _unequal(a, b):
+    """a != b, true when a is NaN: TVM's LLVM code generator compiles != to an ordered compare,
+    false for NaN (CUDA's != is true), and these tests must let a NaN row through on both."""
+    return tirx.Or(a != b, tirx.isnan(a))
+
+
 def _row_store(sp, ops: _Operands, mode: str, tx, l, coords, i, o_r, st, outs):
     total = st[tx, 1]
     if mode == "forward":
         out = outs["out"]
         with sp.unrolled(ops.dv) as c:
-            out[(*coords, i, c)] = tirx.Select(total > ops.zero, o_r[tx, c] / total, ops.zero).astype(out.dtype)
+            out[(*coords, i, c)] = tirx.Select(total == ops.zero, ops.zero, o_r[tx, c] / total).astype(out.dtype)
     elif mode == "stats":
-        seen = total > ops.zero
+        seen = _unequal(total, ops.zero)   # a row with a NaN score: its lse and delta are NaN
         outs["lse"][l, i] = tirx.Select(seen, st[tx, 0] + tirx.log(total), ops.neg_inf)
         outs["delta"][l, i] = tirx.Select(seen, st[tx, 2] / total, ops.zero)
     else:
@@ -448,7 +462,7 @@ def _column_tile(sp, ops: _Operands, tx, l, j, row0, q_s, g_s, lse_s, delta_s, b
         p = sp.scalar(ops.acc)
         hidden = tirx.Or(ops.hidden(row0 + r, j), lse_s[r] == ops.neg_inf)
         p[0] = tirx.Select(hidden, ops.zero, tirx.exp(s - lse_s[r]))
-        with T.If(p[0] != ops.zero):
+        with T.If(_unequal(p[0], ops.zero)):   # NaN p: dk and dv are NaN
             with T.Then():
                 pd = sp.scalar(ops.acc)
                 pd[0] = ops.dropped(p[0], l, row0 + r, j)

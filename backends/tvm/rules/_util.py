@@ -1,8 +1,17 @@
-"""Small helpers the lowering rules share: accumulation dtypes, casts, scalar constants."""
+"""Small helpers the lowering rules share: accumulation dtypes, casts, scalar constants, and the
+NaN-propagating maximum/minimum (docs/semantics.md).
+
+Casts to bfloat16 round explicitly. TVM computes bf16 in f32 (its BF16ComputeLegalize pass) and
+keeps a kernel's bf16 intermediates as f32, turning a cast to bf16 into a cast to f32: a value cast
+to bf16 and used again in the same fused kernel (``x.astype(bf16).astype(f32)``, every
+``wide`` rule's result feeding the next op) was never rounded. ``cast`` therefore rounds to the
+nearest bf16, ties to even, in integer arithmetic on the f32 bits (as ml_dtypes does) before the
+cast, which leaves TVM's own conversion nothing to round.
+"""
 from __future__ import annotations
 
 import numpy as np
-from tvm import relax
+from tvm import relax, te, tirx
 from tvm.relax import op as R
 
 from graphdsl import dtypes as _dt
@@ -34,12 +43,72 @@ def scalar(value, dtype: str) -> relax.Constant:
 
 
 def cast(x: relax.Expr, dtype: str) -> relax.Expr:
-    return x if dtype_of(x) == dtype else R.astype(x, dtype)
+    have = dtype_of(x)
+    if have == dtype:
+        return x
+    if dtype == "bfloat16":
+        bb = relax.BlockBuilder.current()
+        return bb.call_te(_round_to_bf16, bb.normalize(x), primfunc_name_hint="cast_bf16")
+    return R.astype(x, dtype)
+
+
+_EXACT_IN_F32 = ("float16", "bfloat16", "bool", "int8", "int16", "uint8", "uint16")
+
+
+def _u32(value: int) -> tirx.PrimExpr:
+    return tirx.const(value, "uint32")
+
+
+def _f32_to_odd(v: tirx.PrimExpr) -> tirx.PrimExpr:
+    """float64 -> float32 rounded to odd (toward zero, last bit set when inexact): rounding that
+    to bf16 equals rounding the float64 to bf16 once, as ml_dtypes does."""
+    y = v.astype("float32")
+    bits = tirx.reinterpret("uint32", y)
+    back = y.astype("float64")
+    bits = tirx.Select(tirx.abs(back) > tirx.abs(v), bits - _u32(1), bits)   # rounded away: step back
+    bits = tirx.Select(back != v, bits | _u32(1), bits)
+    return tirx.reinterpret("float32", bits)
+
+
+def _bf16_value(v: tirx.PrimExpr, src: str) -> tirx.PrimExpr:
+    """``v`` (of dtype ``src``) rounded to the nearest bfloat16, ties to even; NaN -> quiet NaN."""
+    if src == "float32":
+        f = v
+    elif src in _EXACT_IN_F32:
+        f = v.astype("float32")
+    else:   # float64 and wide ints (via float64: exact up to 2**53)
+        f = _f32_to_odd(v.astype("float64"))
+    bits = tirx.reinterpret("uint32", f)
+    even = (bits + _u32(0x7FFF) + ((bits >> _u32(16)) & _u32(1))) & _u32(0xFFFF0000)
+    quiet = (bits & _u32(0x80000000)) | _u32(0x7FC00000)
+    return tirx.reinterpret("float32", tirx.Select(tirx.isnan(f), quiet, even)).astype("bfloat16")
+
+
+def _round_to_bf16(x: te.Tensor) -> te.Tensor:
+    return te.compute(x.shape, lambda *i: _bf16_value(x(*i), str(x.dtype)), name="round_bf16")
 
 
 def upcast(x: relax.Expr) -> relax.Expr:
     """f16/bf16 to f32; other dtypes unchanged."""
     return cast(x, "float32") if dtype_of(x) in NARROW else x
+
+
+def maximum(a: relax.Expr, b: relax.Expr) -> relax.Expr:
+    """np.maximum: NaN when either is NaN (TVM's max is ``a > b ? a : b``, which drops a NaN ``a``)."""
+    if not _is_float(a):
+        return R.maximum(a, b)
+    return R.where(R.logical_or(R.greater(a, b), R.isnan(a)), a, b)
+
+
+def minimum(a: relax.Expr, b: relax.Expr) -> relax.Expr:
+    """np.minimum: NaN when either is NaN."""
+    if not _is_float(a):
+        return R.minimum(a, b)
+    return R.where(R.logical_or(R.less(a, b), R.isnan(a)), a, b)
+
+
+def _is_float(x: relax.Expr) -> bool:
+    return dtype_of(x).startswith(("float", "bfloat"))
 
 
 def wide(fn):

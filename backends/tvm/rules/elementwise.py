@@ -1,36 +1,92 @@
 """Lowering rules for graphdsl/ops/elementwise.py: one Relax expression per op.
 
-Transcendental functions of f16/bf16 inputs compute in f32 and cast back, as the references do.
-Relax's FuseOps later merges chains of these into single loops.
+Transcendental functions of f16/bf16 inputs compute in f32 and cast back, as the references do;
+so does bf16 arithmetic, so that each op's result is rounded to bf16 (_util.cast says why TVM
+would not). Relax's FuseOps later merges chains of these into single loops.
+
+The edges follow the references (docs/semantics.md). TVM's max is ``a > b ? a : b``, so maximum,
+minimum and relu are written to propagate NaN as NumPy's do. TVM compiles a float ``!=`` to an
+ordered compare, false for NaN, so not_equal (and a cast to bool) also tests for NaN. TVM's
+arithmetic simplifier folds ``x * 0`` and ``0 / x`` to 0 whatever x is, so a product with (or a
+quotient of) a constant zero is NaN where x is NaN or infinite (or 0).
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
+import tvm
+from tvm import relax
 from tvm.relax import op as R
 
-from ._util import acc_dtype, cast, scalar, upcast, wide
+from ._util import acc_dtype, cast, dtype_of, maximum, minimum, scalar, upcast, wide
 
 
 def _binary(fn):
-    return lambda cx, node, a, b: cx.emit(fn(a, b))
+    """A binary op; one with a bf16 result computes in f32 and rounds once, like ml_dtypes."""
+    def rule(cx, node, a, b):
+        dt = node.type.dtype.name
+        if dt == "bfloat16":
+            return cx.emit(cast(fn(upcast(a), upcast(b)), dt))
+        return cx.emit(fn(a, b))
+    return rule
 
 
 def _unary(fn):
     return lambda cx, node, x: cx.emit(fn(x))
 
 
+def _is_zero(x: relax.Expr) -> bool:
+    return isinstance(x, tvm.ir.expr.Constant) and not np.any(x.value.numpy())
+
+
+def _mul(cx, node, a, b):
+    if node.type.dtype.is_float and (_is_zero(a) or _is_zero(b)):
+        x = b if _is_zero(a) else a       # x * 0 is 0 for finite x, else NaN
+        dt = node.type.dtype.name
+        zero = cx.emit(R.multiply(a, b))  # broadcast to the result's shape
+        return cx.emit(R.where(R.isfinite(x), zero, scalar(np.nan, dt)))
+    return _binary(R.multiply)(cx, node, a, b)
+
+
 def _div(cx, node, a, b):
     dt = node.type.dtype
     if dt.is_float:
-        return cx.emit(R.divide(a, b))
+        if _is_zero(a):                   # 0 / x is 0, but NaN for x NaN or 0
+            zero = cx.emit(R.multiply(a, b))
+            nan = R.logical_or(R.isnan(b), R.equal(b, scalar(0, dt.name)))
+            return cx.emit(R.where(nan, scalar(np.nan, dt.name), zero))
+        return _binary(R.divide)(cx, node, a, b)
     one, zero = scalar(1, dt.name), scalar(0, dt.name)
     return cx.emit(R.floor_divide(a, R.where(R.equal(b, zero), one, b)))  # x // 0 is x // 1
 
 
+def _not_equal(cx, node, a, b):
+    """a != b, true where either is NaN: TVM's LLVM code generator compiles a float != to an
+    ordered compare (false for NaN), so ``x != x`` was false for NaN."""
+    if not node.inputs[0].type.dtype.is_float:
+        return cx.emit(R.not_equal(a, b))
+    return cx.emit(R.logical_or(R.not_equal(a, b), R.logical_or(R.isnan(a), R.isnan(b))))
+
+
+def sigmoid(x: relax.Expr) -> relax.Expr:
+    """The reference's two-sided form: exp(-|x|) never overflows, and the tail keeps subnormals."""
+    dt = dtype_of(x)
+    e = R.exp(R.negative(R.abs(x)))
+    one = scalar(1, dt)
+    return R.divide(R.where(R.greater_equal(x, scalar(0, dt)), one, e), R.add(one, e))
+
+
+def _sigmoid(cx, node, x):
+    return cx.emit(cast(sigmoid(cx.emit(upcast(x))), node.type.dtype.name))
+
+
 def _silu(cx, node, x):
+    """x times its sigmoid rounded to x's dtype, as the reference (the product rounds once more)."""
     dt = node.type.dtype.name
-    return cx.emit(R.multiply(x, cast(R.sigmoid(upcast(x)), dt)))
+    xf = cx.emit(upcast(x))
+    s = cast(sigmoid(xf), dt)
+    return cx.emit(cast(R.multiply(xf, upcast(s)), dt))
 
 
 def _gelu(cx, node, x):
@@ -48,23 +104,31 @@ def _gelu(cx, node, x):
 
 def _cast(cx, node, x):
     to = node.attrs["dtype"]
-    if to.is_bool:  # NumPy's astype(bool) is x != 0
-        return cx.emit(R.not_equal(x, scalar(0, node.inputs[0].type.dtype.name)))
-    return cx.emit(cast(x, to.name))  # float -> int truncates toward zero, as np.trunc + astype
+    if to.is_bool:  # NumPy's astype(bool) is x != 0 (so NaN is True)
+        src = node.inputs[0].type.dtype
+        ne = R.not_equal(x, scalar(0, src.name))
+        return cx.emit(R.logical_or(ne, R.isnan(x)) if src.is_float else ne)
+    # to a narrower float: rounds to nearest even (cast rounds bf16 itself); float -> int truncates
+    # toward zero, as np.trunc + astype
+    return cx.emit(cast(x, to.name))
 
 
 def _relu(cx, node, x):
-    return cx.emit(R.maximum(x, scalar(0, node.type.dtype.name)))
+    dt = node.type.dtype
+    zero = scalar(0, dt.name)
+    if not dt.is_float:
+        return cx.emit(R.maximum(x, zero))
+    return cx.emit(R.where(R.less(x, zero), zero, x))   # NaN is not < 0: it passes through
 
 
 RULES = {
     "add": _binary(R.add),
     "sub": _binary(R.subtract),
-    "mul": _binary(R.multiply),
+    "mul": _mul,
     "div": _div,
     "pow": _binary(R.power),
-    "maximum": _binary(R.maximum),
-    "minimum": _binary(R.minimum),
+    "maximum": lambda cx, node, a, b: cx.emit(maximum(a, b)),
+    "minimum": lambda cx, node, a, b: cx.emit(minimum(a, b)),
     "neg": _unary(R.negative),
     "abs": _unary(R.abs),
     "exp": wide(R.exp),
@@ -75,12 +139,12 @@ RULES = {
     "sin": wide(R.sin),
     "cos": wide(R.cos),
     "erf": wide(R.erf),
-    "sigmoid": wide(R.sigmoid),
+    "sigmoid": _sigmoid,
     "relu": _relu,
     "silu": _silu,
     "gelu": _gelu,
     "equal": _binary(R.equal),
-    "not_equal": _binary(R.not_equal),
+    "not_equal": _not_equal,
     "less": _binary(R.less),
     "less_equal": _binary(R.less_equal),
     "greater": _binary(R.greater),

@@ -11,7 +11,7 @@ from tvm.relax import op as R
 from graphdsl.types import broadcast_shapes
 
 from ..kernels import indexing as K
-from ._util import acc_dtype, cast, scalar
+from ._util import acc_dtype, cast, maximum, scalar
 from .nn import safe_log_softmax
 from .tensor import check_range
 
@@ -74,7 +74,7 @@ def _margin_ranking(cx, node, x1, x2, y):
     acc = acc_dtype(dt)
     diff = R.subtract(cast(x1, acc), cast(x2, acc))
     z = R.add(R.multiply(R.negative(cast(y, acc)), diff), scalar(node.attrs["margin"], acc))
-    loss = cx.emit(R.maximum(z, scalar(0, acc)))
+    loss = cx.emit(maximum(z, scalar(0, acc)))   # NaN-propagating, as np.maximum
     return cx.emit(cast(_reduce(loss, node.attrs["reduction"], acc), dt))
 
 
@@ -85,8 +85,8 @@ def _cosine_similarity(cx, node, a, b):
     shape = cx.shape(broadcast_shapes(node.inputs[0].type.shape, node.inputs[1].type.shape))
     af = cx.emit(R.broadcast_to(cast(a, acc), shape))
     bf = cx.emit(R.broadcast_to(cast(b, acc), shape))
-    na = R.maximum(R.sqrt(R.sum(R.multiply(af, af), [axis])), eps)
-    nb = R.maximum(R.sqrt(R.sum(R.multiply(bf, bf), [axis])), eps)
+    na = maximum(R.sqrt(R.sum(R.multiply(af, af), [axis])), eps)
+    nb = maximum(R.sqrt(R.sum(R.multiply(bf, bf), [axis])), eps)
     out = R.divide(R.sum(R.multiply(af, bf), [axis]), R.multiply(na, nb))
     return cx.emit(cast(out, dt))
 

@@ -1,7 +1,10 @@
 """Lowering rules for graphdsl/ops/nn.py and random.py: softmax family, norms, RNG and dropout.
 
 Softmax is written out (not Relax's nn.softmax) because ours defines fully masked rows: a row of
--inf gives zeros, never NaN. Norms use the reference's two-pass mean/variance in f32 (f64 for f64).
+-inf gives zeros, never NaN; and a row holding a NaN (or +inf) is NaN throughout, as in the
+reference. The row's max only shifts the row; a row is "fully masked" when its sum of exponentials
+is 0, which a NaN anywhere in the row makes NaN (TVM's max reduction may skip a NaN, the sum never
+does). Norms use the reference's two-pass mean/variance in f32 (f64 for f64).
 """
 from __future__ import annotations
 
@@ -12,25 +15,31 @@ from ..kernels import random as RNG
 from ._util import acc_dtype, cast, dtype_of, scalar
 
 
+def _shifted(x: relax.Expr, axis: int):
+    """(x - max, its exp, the sum of the exp) over ``axis``; a fully masked row (max -inf) is
+    shifted by 0, so its sum is 0."""
+    dt = dtype_of(x)
+    m = R.max(x, [axis], keepdims=True)
+    shifted = R.subtract(x, R.where(R.equal(m, scalar(float("-inf"), dt)), scalar(0, dt), m))
+    e = R.exp(shifted)
+    return shifted, e, R.sum(e, [axis], keepdims=True)
+
+
 def safe_softmax(x: relax.Expr, axis: int) -> relax.Expr:
-    """exp(x - max) / sum over ``axis``, with all -inf rows giving zeros."""
+    """exp(x - max) / sum over ``axis``, with all -inf rows giving zeros and NaN rows NaN."""
     dt = dtype_of(x)
     zero, one = scalar(0, dt), scalar(1, dt)
-    m = R.max(x, [axis], keepdims=True)
-    e = R.exp(R.subtract(x, R.where(R.isfinite(m), m, zero)))
-    s = R.sum(e, [axis], keepdims=True)
-    positive = R.greater(s, zero)
-    return R.where(positive, R.divide(e, R.where(positive, s, one)), zero)
+    _, e, s = _shifted(x, axis)
+    dead = R.equal(s, zero)
+    return R.where(dead, zero, R.divide(e, R.where(dead, one, s)))
 
 
 def safe_log_softmax(x: relax.Expr, axis: int) -> relax.Expr:
-    """x - max - log(sum(exp(x - max))) over ``axis``; all -inf rows stay -inf."""
+    """x - max - log(sum(exp(x - max))) over ``axis``; all -inf rows stay -inf, NaN rows are NaN."""
     dt = dtype_of(x)
     zero, one = scalar(0, dt), scalar(1, dt)
-    m = R.max(x, [axis], keepdims=True)
-    shifted = R.subtract(x, R.where(R.isfinite(m), m, zero))
-    s = R.sum(R.exp(shifted), [axis], keepdims=True)
-    return R.subtract(shifted, R.log(R.where(R.greater(s, zero), s, one)))
+    shifted, _, s = _shifted(x, axis)
+    return R.subtract(shifted, R.log(R.where(R.equal(s, zero), one, s)))
 
 
 def _softmax(fn):
