@@ -217,12 +217,9 @@ EDGES = [
     # NaN propagation, reductions
     Edge("sum", lambda x: x.sum(axis=-1), [NAN_ROWS], f32(NAN, NAN, NAN, 6)),
     Edge("mean", lambda x: x.mean(axis=-1), [NAN_ROWS], f32(NAN, NAN, NAN, 1.5)),
-    Edge("max", lambda x: x.max(axis=-1), [NAN_ROWS], f32(NAN, NAN, NAN, 3),
-         xfail={"llvm": "rules/tensor.py lowers max with TVM's max, which skips a NaN"}),
-    Edge("min", lambda x: x.min(axis=-1), [NAN_ROWS], f32(NAN, NAN, NAN, 0),
-         xfail={"llvm": "rules/tensor.py lowers min with TVM's min, which skips a NaN"}),
-    Edge("argmax", lambda x: ops.argmax(x, axis=-1), [NAN_ROWS], np.array([0, 3, 1, 3], np.int64),
-         xfail={"llvm": "rules/tensor.py lowers argmax with TVM's, which skips a NaN"}),
+    Edge("max", lambda x: x.max(axis=-1), [NAN_ROWS], f32(NAN, NAN, NAN, 3)),
+    Edge("min", lambda x: x.min(axis=-1), [NAN_ROWS], f32(NAN, NAN, NAN, 0)),
+    Edge("argmax", lambda x: ops.argmax(x, axis=-1), [NAN_ROWS], np.array([0, 3, 1, 3], np.int64)),
     Edge("sum_overflow", lambda x: x.sum(), [f32(3e38, 3e38, -1)], np.array(INF, np.float32)),
     # softmax, log_softmax, cross-entropy: NaN rows are NaN, fully masked rows defined
     Edge("softmax", ops.softmax, [MASKED], SOFTMAX, ulps(1), ulps(4)),

@@ -90,15 +90,27 @@ def export_checked(graph: Graph, *, opset: int = DEFAULT_OPSET, contrib_ops: boo
 
 
 def save(model: onnx.ModelProto, path, *, external_data: bool = False) -> None:
-    """Write ``model``; with ``external_data`` its weights go to ``<name>.data`` beside it."""
+    """Write ``model`` atomically; with ``external_data`` its weights go to ``<name>.data`` beside it
+    (both written aside, then renamed into place, the weights first)."""
+    import os
+    import shutil
+    import tempfile
+
+    from graphdsl.files import atomic_write
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     big = sum(t.ByteSize() for t in model.graph.initializer) > 1_800_000_000
-    if external_data or big:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+    if not (external_data or big):
+        atomic_write(path, lambda tmp: onnx.save_model(model, tmp))
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        onnx.save_model(model, str(tmp / path.name), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=path.name + ".data", size_threshold=1024)
-    else:
-        onnx.save_model(model, str(path))
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == path.name):
+            os.replace(f, path.parent / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class _Exporter:

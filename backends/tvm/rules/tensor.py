@@ -86,19 +86,30 @@ def _reshape(cx, node, x):
     return cx.emit(R.reshape(x, cx.shape(node.attrs["shape"])))
 
 
-def _reduce(fn, widen=False):
+def _reduce(fn, widen=False, nan_wins=False):
+    """A Relax reduction; with ``nan_wins`` (max, min) a slice holding a NaN reduces to NaN, as
+    NumPy's does (TVM's max/min combiner ``a > b ? a : b`` skips a NaN)."""
     def rule(cx, node, x):
         axis, keep = axes_list(node.attrs["axis"]), node.attrs["keepdims"]
         if node.inputs[0].type.rank == 0:
             return x
         src = upcast(x) if widen else x
-        return cx.emit(cast(fn(src, axis, keep), node.type.dtype.name))
+        out = fn(src, axis, keep)
+        if nan_wins and node.inputs[0].type.dtype.is_float and not widen:
+            has_nan = R.greater(R.max(R.astype(R.isnan(src), "int32"), axis, keep), scalar(0, "int32"))
+            out = R.where(has_nan, scalar(float("nan"), node.inputs[0].type.dtype.name), out)
+        return cx.emit(cast(out, node.type.dtype.name))
     return rule
 
 
 def _argmax(cx, node, x):
+    """NumPy's argmax: the index of the first maximum, or of the first NaN when there is one."""
     axis = node.attrs["axis"]
-    out = R.argmax(x, None if axis is None else axis[0], node.attrs["keepdims"])
+    ax, keep = (None if axis is None else axis[0]), node.attrs["keepdims"]
+    out = R.argmax(x, ax, keep)
+    if node.inputs[0].type.dtype.is_float:
+        nan = R.astype(R.isnan(x), "int32")
+        out = R.where(R.greater(R.max(nan, ax, keep), scalar(0, "int32")), R.argmax(nan, ax, keep), out)
     return cx.emit(cast(out, "int64"))
 
 
@@ -166,8 +177,8 @@ RULES = {
     "broadcast_to": lambda cx, node, x: cx.emit(R.broadcast_to(x, cx.shape(node.attrs["shape"]))),
     "sum": _sum,
     "mean": _reduce(R.mean, widen=True),
-    "max": _reduce(R.max),
-    "min": _reduce(R.min),
+    "max": _reduce(R.max, nan_wins=True),
+    "min": _reduce(R.min, nan_wins=True),
     "argmax": _argmax,
     "full": _full,
     "iota": lambda cx, node: cx.te(K.iota, cx.shape(node.attrs["shape"]), node.attrs["axis"],
