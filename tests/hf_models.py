@@ -1,5 +1,6 @@
 """Tiny random-weight ``transformers`` models built from config objects (nothing downloaded), shared by
 the Hugging Face interop tests. Import it after ``pytest.importorskip("transformers")``."""
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -43,3 +44,19 @@ def hf_bert():
 @pytest.fixture(scope="module")
 def hf_gpt():
     return tiny(transformers.GPT2LMHeadModel, gpt_hf_config(), 1)
+
+
+def bert_batch():
+    """Three sequences with token types and two padded rows."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, V, (3, 11))
+    types = np.zeros_like(ids)
+    types[:, 6:] = 1
+    mask = np.ones_like(ids)
+    mask[1, 8:] = 0
+    mask[2, 4:] = 0
+    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+
+
+def to_torch(batch):
+    return {k: torch.tensor(v) for k, v in batch.items()}

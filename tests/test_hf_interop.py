@@ -10,7 +10,7 @@ transformers = pytest.importorskip("transformers")
 import backends  # noqa: E402
 from graphdsl.errors import GraphDSLError  # noqa: E402
 from tests.hf_models import (ATOL, V, _quiet_and_one_thread, bert_hf_config, gpt_hf_config, hf_bert,  # noqa: E402,F401
-                             hf_gpt, tiny)
+                             bert_batch, hf_gpt, tiny, to_torch)
 from models import bert, finetune, gpt, hf  # noqa: E402
 from models.decoding import greedy  # noqa: E402
 
@@ -25,21 +25,6 @@ def ours_bert(hf_bert):
 def ours_gpt(hf_gpt):
     model, params = hf.load_hf(hf_gpt)
     return model, params, backends.compile(gpt.forward_graph(model.eval()), "numpy")
-
-
-def _bert_batch():
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, V, (3, 11))
-    types = np.zeros_like(ids)
-    types[:, 6:] = 1
-    mask = np.ones_like(ids)
-    mask[1, 8:] = 0
-    mask[2, 4:] = 0
-    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
-
-
-def _torch(batch):
-    return {k: torch.tensor(v) for k, v in batch.items()}
 
 
 # -- configs ----------------------------------------------------------------------------------------
@@ -68,10 +53,10 @@ def test_unsupported_configs_are_clear_errors(config, needle):
 # -- parity ------------------------------------------------------------------------------------------
 def test_bert_mlm_and_nsp_logits_match_transformers(hf_bert, ours_bert):
     _, params, exe = ours_bert
-    batch = _bert_batch()
+    batch = bert_batch()
     out = exe({**batch, **params})
     with torch.no_grad():
-        ref = hf_bert(**_torch(batch))
+        ref = hf_bert(**to_torch(batch))
     mlm, nsp = ref.prediction_logits.numpy(), ref.seq_relationship_logits.numpy()
     assert np.abs(mlm).max() > 1.0 and np.abs(nsp).max() > 0.1        # not trivially small numbers
     real = batch["attention_mask"].astype(bool)                        # padded positions are unused
@@ -112,10 +97,10 @@ def test_finetuning_backbone_from_transformers_gives_its_pooled_output(hf_bert, 
     model = finetune.SequenceModel(hf.config_from_hf(hf_bert.config), "classification", 3).eval()
     params = finetune.init_params(model, pre)
     exe = backends.compile(finetune.loss_graph(model, with_outputs=True), "numpy")
-    batch = _bert_batch()
+    batch = bert_batch()
     out = exe({**batch, "labels": np.array([0, 1, 2]), **params})
     with torch.no_grad():
-        pooled = hf_bert.bert(**_torch(batch)).pooler_output.numpy()
+        pooled = hf_bert.bert(**to_torch(batch)).pooler_output.numpy()
     np.testing.assert_allclose(out["pooled"], pooled, atol=ATOL, rtol=0)
 
 
@@ -150,9 +135,9 @@ def test_our_weights_round_trip_through_a_hf_safetensors_file(tmp_path, family, 
     for k in params:
         np.testing.assert_array_equal(back[k], params[k], err_msg=k)
     if family == "bert":
-        batch = _bert_batch()
+        batch = bert_batch()
         with torch.no_grad():
-            ref = fresh(**_torch(batch)).seq_relationship_logits.numpy()
+            ref = fresh(**to_torch(batch)).seq_relationship_logits.numpy()
         np.testing.assert_allclose(exe({**batch, **params})["nsp_logits"], ref, atol=ATOL, rtol=0)
     else:
         ids = rng.integers(0, V, (2, 7))

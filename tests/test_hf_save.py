@@ -15,7 +15,7 @@ transformers = pytest.importorskip("transformers")
 import backends  # noqa: E402
 from graphdsl.errors import GraphDSLError  # noqa: E402
 from tests.hf_models import (ATOL, V, _quiet_and_one_thread, bert_hf_config, gpt_hf_config, hf_bert,  # noqa: E402,F401
-                             hf_gpt, tiny)
+                             bert_batch, hf_gpt, tiny, to_torch)
 from models import bert, gpt, hf, hf_save  # noqa: E402
 
 
@@ -27,21 +27,6 @@ def hf_bert_bare():
 @pytest.fixture(scope="module")
 def hf_gpt_bare():
     return tiny(transformers.GPT2Model, gpt_hf_config(), 3)
-
-
-def _bert_batch():
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, V, (3, 11))
-    types = np.zeros_like(ids)
-    types[:, 6:] = 1
-    mask = np.ones_like(ids)
-    mask[1, 8:] = 0
-    mask[2, 4:] = 0
-    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
-
-
-def _torch(batch):
-    return {k: torch.tensor(v) for k, v in batch.items()}
 
 
 def _new_numbers(params, seed):
@@ -71,10 +56,10 @@ def test_save_pretrained_bert_loads_in_transformers_with_our_logits(tmp_path, hf
     theirs, info = transformers.AutoModelForPreTraining.from_pretrained(d, output_loading_info=True)
     _loaded_cleanly(info)
     assert type(theirs).__name__ == "BertForPreTraining"
-    batch = _bert_batch()
+    batch = bert_batch()
     out = backends.compile(bert.trace_forward(model.eval()), "numpy")({**batch, **params})
     with torch.no_grad():
-        ref = theirs.eval()(**_torch(batch))
+        ref = theirs.eval()(**to_torch(batch))
     real = batch["attention_mask"].astype(bool)
     np.testing.assert_allclose(out["mlm_logits"][real], ref.prediction_logits.numpy()[real], atol=ATOL, rtol=0)
     np.testing.assert_allclose(out["nsp_logits"], ref.seq_relationship_logits.numpy(), atol=ATOL, rtol=0)
@@ -106,10 +91,10 @@ def test_save_pretrained_bare_bert_is_a_transformers_bert_model(tmp_path, hf_ber
     theirs, info = transformers.AutoModel.from_pretrained(d, output_loading_info=True)
     _loaded_cleanly(info)
     assert type(theirs).__name__ == "BertModel"
-    batch = _bert_batch()
+    batch = bert_batch()
     out = backends.compile(bert.trace_backbone(model), "numpy")({**batch, **params})
     with torch.no_grad():
-        ref = theirs.eval()(**_torch(batch))
+        ref = theirs.eval()(**to_torch(batch))
     real = batch["attention_mask"].astype(bool)
     np.testing.assert_allclose(out["hidden"][real], ref.last_hidden_state.numpy()[real], atol=ATOL, rtol=0)
     back_model, back = hf.load_hf(d)
@@ -194,10 +179,10 @@ def test_backbone_trace_matches_last_hidden_state_and_pooler_output(hf_bert_bare
     module, params = hf.load_hf(hf_bert_bare)
     graph = bert.trace_backbone(module)
     assert list(graph.inputs) == ["input_ids", "token_type_ids", "attention_mask"]
-    batch = _bert_batch()
+    batch = bert_batch()
     out = backends.compile(graph, "numpy")({**batch, **params})
     with torch.no_grad():
-        ref = hf_bert_bare(**_torch(batch))
+        ref = hf_bert_bare(**to_torch(batch))
     assert out["hidden"].shape == (3, 11, 32)
     real = batch["attention_mask"].astype(bool)
     np.testing.assert_allclose(out["hidden"][real], ref.last_hidden_state.numpy()[real], atol=ATOL, rtol=0)
@@ -208,7 +193,7 @@ def test_backbone_trace_matches_last_hidden_state_and_pooler_output(hf_bert_bare
     batch.pop("token_type_ids")
     out = backends.compile(no_types, "numpy")({**batch, **params})
     with torch.no_grad():
-        ref = hf_bert_bare(**_torch(batch)).last_hidden_state.numpy()
+        ref = hf_bert_bare(**to_torch(batch)).last_hidden_state.numpy()
     np.testing.assert_allclose(out["hidden"][real], ref[real], atol=ATOL, rtol=0)
 
 
@@ -218,11 +203,11 @@ def test_backbone_keyword_takes_the_encoder_of_a_full_checkpoint(hf_bert, hf_ber
     module, params = hf.load_hf(hf_bert, backbone=True)
     assert isinstance(module, bert.BertModel) and set(params) == set(module.init(0))
     _assert_same(params, {k.removeprefix("bert."): v for k, v in full.items() if k.startswith("bert.")})
-    batch = _bert_batch()
+    batch = bert_batch()
     out = backends.compile(bert.trace_backbone(full_model), "numpy")(      # the full model's bert.* names
         {**batch, **{k: v for k, v in full.items() if k.startswith("bert.")}})
     with torch.no_grad():
-        ref = hf_bert.bert(**_torch(batch)).pooler_output.numpy()
+        ref = hf_bert.bert(**to_torch(batch)).pooler_output.numpy()
     np.testing.assert_allclose(out["pooled"], ref, atol=ATOL, rtol=0)
 
     with pytest.raises(GraphDSLError) as e:                                 # insisting on the heads
