@@ -193,6 +193,10 @@ def write_snapshot(root: Path, step: int, write: Callable[[Path], None], *, keep
         fsync(tmp)
         final = root / name
         if final.exists():                       # saved again at the same step: swap it out
+            if not _only_ours(final):
+                raise GraphDSLError(f"cannot save a checkpoint to {str(final)!r}: it holds files that are not a "
+                                    f"graphdsl snapshot's", hint="move them away; graphdsl never deletes what it "
+                                                                 "did not write")
             old = root / f".{name}.tmp-old-{os.getpid()}"
             os.replace(final, old)
             os.replace(tmp, final)
@@ -205,7 +209,8 @@ def write_snapshot(root: Path, step: int, write: Callable[[Path], None], *, keep
         raise
     if keep is not None:
         for old in snapshots(root)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            if _only_ours(old):                  # a snapshot someone added files to is left alone
+                shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -305,10 +310,18 @@ def _check_ours(root: Path) -> None:
                             hint="choose a new or empty directory; graphdsl never deletes what it did not write")
 
 
+_SNAPSHOT_FILES = {MANIFEST, *_FLAT}
+
+
+def _only_ours(directory: Path) -> bool:
+    """Whether ``directory`` holds only files a snapshot write makes (so removing it loses nothing of a user's)."""
+    return all(p.is_file() and p.name in _SNAPSHOT_FILES for p in directory.iterdir())
+
+
 def _remove_temporaries(root: Path) -> None:
-    """Snapshots a killed save left half-written (ours by their name)."""
+    """Snapshots a killed save left half-written (ours by their name and their files)."""
     for p in root.iterdir():
-        if _TEMPORARY.match(p.name) and p.is_dir():
+        if _TEMPORARY.match(p.name) and p.is_dir() and _only_ours(p):
             shutil.rmtree(p, ignore_errors=True)
 
 

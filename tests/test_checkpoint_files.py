@@ -153,3 +153,18 @@ def test_no_checkpoint_there(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(GraphDSLError, match="holds no step-\\* snapshot"):
         Trainer.load(tmp_path / "empty", graph)
+
+
+def test_pruning_never_removes_a_file_we_did_not_write(tmp_path):
+    _, trainer = _trainer(1)
+    first = trainer.save(tmp_path / "ckpt", keep=1)
+    (first / "notes.txt").write_text("mine")
+    stray = tmp_path / "ckpt" / ".step-00000007.tmp-x"
+    stray.mkdir()
+    (stray / "data.bin").write_text("mine too")
+    trainer.fit(BATCH, steps=1)
+    trainer.save(tmp_path / "ckpt", keep=1)
+    assert (first / "notes.txt").read_text() == "mine" and (stray / "data.bin").exists()
+    (tmp_path / "ckpt" / "step-00000002" / "notes.txt").write_text("mine")
+    with pytest.raises(GraphDSLError, match="holds files that are not a graphdsl snapshot's"):
+        trainer.save(tmp_path / "ckpt")        # the same step again, over a snapshot holding a user's file?

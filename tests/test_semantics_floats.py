@@ -7,12 +7,12 @@ into ONE graph (row ``name``'s inputs are ``name/x<i>``, its output ``name``), c
 backend. NaN and infinities always match exactly (NaN == NaN); finite values as the row says:
 ``EXACT`` (==), ``BITS`` (the bit patterns: signed zeros, ties), ``ulps(n)`` (n float32 ulps: the
 polynomial exp/erf/tanh), ``close(tol)`` (sums of many terms), ``NAN_MASK`` (only where the NaNs
-and the zero rows are; the backends then compare with ``close(2e-5)``). A row a backend does not
-follow yet names it in ``xfail``: a strict xfail, so that a fix shows.
+and the zero rows are; the backends then compare with ``close(2e-5)``). Every backend follows
+every row.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import ml_dtypes
 import numpy as np
@@ -182,7 +182,6 @@ class Edge:
     want: object                    # the reference's output, as the rule says
     tol: Tol = EXACT                # how the reference meets ``want``
     backend_tol: Tol | None = None  # how a backend meets the reference (default: ``tol``)
-    xfail: dict = field(default_factory=dict)   # target -> why it does not follow the rule yet
 
 
 def _ce(**kw):
@@ -225,9 +224,7 @@ EDGES = [
     Edge("softmax", ops.softmax, [MASKED], SOFTMAX, ulps(1), ulps(4)),
     Edge("log_softmax", ops.log_softmax, [MASKED], LOG_SOFTMAX, ulps(1), ulps(4)),
     Edge("softmax_nan_among_masked", ops.softmax, [f32(-INF, NAN, -INF, -INF).reshape(1, 4)],
-         f32(NAN, NAN, NAN, NAN).reshape(1, 4),
-         xfail={"onnxruntime": "ReduceMax skips a NaN that is not first, and the exported guard "
-                               "where(max(x) == -inf, 0, softmax(x)) must keep its form for re-fusion"}),
+         f32(NAN, NAN, NAN, NAN).reshape(1, 4)),
     Edge("softmax_f16", lambda x: ops.softmax(x.astype("float16")).astype("float32"), [MASKED],
          _as(SOFTMAX, np.float16, np.float32), ulps(8192)),   # 8192 float32 ulps: one f16 ulp
     Edge("cross_entropy", _ce(), [NAN_ROWS, np.array([1, 2, 3, 0])], np.array(NAN, np.float32)),
@@ -246,8 +243,7 @@ EDGES = [
     Edge("attention", lambda q, k, v, b: ops.attention(q, k, v, b, scale=0.5), list(ATT[:4]),
          _attention_rule(*ATT[:4], causal=False), close(1e-5)),
     Edge("attention_nan_among_masked", lambda q, k, v, b: ops.attention(q, k, v, b, scale=0.5),
-         [*ATT[:3], MASKED_NAN_BIAS], _attention_rule(*ATT[:3], MASKED_NAN_BIAS, causal=False), close(1e-5),
-         xfail={"onnxruntime": "as softmax_nan_among_masked"}),
+         [*ATT[:3], MASKED_NAN_BIAS], _attention_rule(*ATT[:3], MASKED_NAN_BIAS, causal=False), close(1e-5)),
     Edge("attention_causal", lambda q, k, v, b: ops.attention(q, k, v, b, scale=0.5, causal=True),
          [Q_NAN, ATT[1], ATT[2], CAUSAL_BIAS], _attention_rule(Q_NAN, ATT[1], ATT[2], CAUSAL_BIAS, causal=True),
          close(1e-5)),
@@ -315,8 +311,7 @@ def test_reference_follows_the_rule(results, name):
 def _backend_cases():
     for target in TARGETS:
         for e in EDGES:
-            marks = [pytest.mark.xfail(strict=True, reason=e.xfail[target])] if target in e.xfail else []
-            yield pytest.param(e.name, target, marks=marks, id=f"{e.name}-{target}")
+            yield pytest.param(e.name, target, id=f"{e.name}-{target}")
 
 
 @pytest.mark.parametrize("name, target", list(_backend_cases()))

@@ -71,9 +71,10 @@ class KernelTable:
 class Emitter:
     """Collects nodes, initializers and value types of one ONNX graph."""
 
-    def __init__(self, opset: int, kernels: KernelTable | None = None):
+    def __init__(self, opset: int, kernels: KernelTable | None = None, *, exact: bool = False):
         self.opset = opset
         self.kernels = kernels
+        self.exact = exact    # the onnxruntime backend's own model, not a user's file: no fusable forms needed
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.dtypes: dict[str, int] = {}

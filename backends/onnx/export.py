@@ -117,7 +117,7 @@ class _Exporter:
     def __init__(self, graph: Graph, opset: int, kernels: KernelTable | None, contrib: bool,
                  f32_io: bool, checked: bool = False):
         self.graph = graph
-        self.em = Emitter(opset, kernels)
+        self.em = Emitter(opset, kernels, exact=checked)   # the runtime's own model: exact at every edge
         self.contrib = contrib
         self.f32_io = f32_io                  # bfloat16 inputs/outputs travel as float32
         self.values: dict[int, str] = {}

@@ -23,12 +23,18 @@ U32 = TensorProto.UINT32
 # -- softmax -------------------------------------------------------------------------------------
 def softmax(em: Emitter, x: str, axis: int, log: bool = False) -> str:
     """Softmax (or log-softmax) whose all -inf rows give zeros (or stay -inf), never NaN; a row
-    holding a NaN is NaN (ONNX Runtime's own softmax), except one whose other entries are all
-    -inf with no NaN first: ReduceMax skips such a NaN, and the guard must stay exactly
-    ``where(max(x) == -inf, 0, softmax(x))``, the form passes/attention.py fuses on re-import."""
+    holding a NaN is NaN (ONNX Runtime's own softmax).
+
+    In a file for users (``export``) the guard is exactly ``where(max(x) == -inf, 0, softmax(x))``,
+    the form passes/attention.py fuses on re-import; ReduceMax skips a NaN that is not first, so
+    there a row of -inf with such a NaN reads as fully masked. The model the onnxruntime backend
+    runs (``em.exact``) also tests the row for NaN, so it follows the reference on every row."""
     out = em.op("LogSoftmax" if log else "Softmax", [x], axis=axis)
     top = reduce(em, "ReduceMax", x, [axis], keepdims=True)
     dead = em.op("Equal", [top, scalar_like(em, -np.inf, x)])
+    if em.exact:
+        nan = reduce(em, "ReduceMax", em.cast(em.op("IsNaN", [x]), F32), [axis], keepdims=True)
+        dead = em.op("And", [dead, em.op("Not", [em.op("Greater", [nan, em.const(np.array(0, np.float32))])])])
     return em.op("Where", [dead, x if log else scalar_like(em, 0, x), out])
 
 
