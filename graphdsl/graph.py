@@ -12,6 +12,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from .errors import GraphError, GraphDSLError, SourceLoc
+from .registry import get as get_op
 from .types import TensorType
 
 SOURCE_OPS = ("input", "param", "constant")
@@ -41,6 +42,17 @@ class Node:
     def name(self) -> str | None:
         """The input or parameter name, for ``input``/``param`` nodes."""
         return self.attrs.get("name") if self.op in ("input", "param") else None
+
+    def arg(self, name: str) -> "Node | None":
+        """The input called ``name`` in the op's declaration (``inputs=``), None when it is absent."""
+        opdef = get_op(self.op)
+        if name not in opdef.required_inputs and name not in opdef.optional_inputs:
+            raise KeyError(f"{self.op} has no input {name!r}; its inputs: {', '.join(opdef.inputs)}")
+        return opdef.bind_inputs(self, self.inputs).get(name)
+
+    def args(self) -> dict[str, "Node"]:
+        """name -> input node for the inputs this node has."""
+        return get_op(self.op).bind_inputs(self, self.inputs)
 
     def replace(self, **changes) -> "Node":
         fields = {"op": self.op, "inputs": self.inputs, "attrs": self.attrs, "type": self.type,

@@ -30,6 +30,8 @@ class OpDef:
     vjp(g, out, *inputs, **attrs) -> list     one cotangent Tensor (or None) per input, as graph code
     decompose(*inputs, **attrs) -> Tensor     the op written with other ops, for backends without it
     normalize(*types, **attrs) -> attrs       canonical attrs (negative axes made positive, ...)
+    inputs: ("q", "k", "v", "bias?", "seed?")  input names; a trailing ``?`` marks an optional one
+    present(attrs) -> {name: bool}             which optional inputs a node with these attrs has
     """
 
     name: str
@@ -43,6 +45,32 @@ class OpDef:
     differentiable: bool = True               # False: outputs carry no gradient (compare, argmax, ...)
     doc: str = ""
     tags: frozenset = field(default_factory=frozenset)
+    inputs: tuple[str, ...] = ()
+    present: Callable | None = None
+
+    @property
+    def required_inputs(self) -> tuple[str, ...]:
+        return tuple(n for n in self.inputs if not n.endswith("?"))
+
+    @property
+    def optional_inputs(self) -> tuple[str, ...]:
+        return tuple(n[:-1] for n in self.inputs if n.endswith("?"))
+
+    def input_names(self, attrs: Mapping[str, Any]) -> list[str]:
+        """The names of the inputs a node with (normalized) ``attrs`` has, in order."""
+        if not self.inputs:
+            raise UnknownOpError(f"op {self.name!r} does not name its inputs")
+        has = self.present(attrs) if self.present is not None else {}
+        return [n.rstrip("?") for n in self.inputs if not n.endswith("?") or has.get(n[:-1], False)]
+
+    def bind_inputs(self, node, values) -> dict[str, Any]:
+        """name -> value for the inputs ``node`` has (``values`` in the node's input order)."""
+        names = self.input_names(node.attrs)
+        values = list(values)
+        if len(names) != len(values):
+            raise AttributeError_(f"a node with attributes {dict(node.attrs)} has inputs {names}, "
+                                  f"got {len(values)} values", op=self.name)
+        return dict(zip(names, values))
 
     @property
     def is_primitive(self) -> bool:
@@ -66,21 +94,30 @@ class OpDef:
         return out
 
     def __call__(self, *inputs, **attrs):
-        from .tracing import apply_op
-        return apply_op(self, inputs, attrs)
+        if _TRACER is None:
+            raise UnknownOpError("ops are called while tracing; import graphdsl first")
+        return _TRACER(self, inputs, attrs)
 
     def __repr__(self):
         return f"<op {self.name}>"
 
 
 _REGISTRY: dict[str, OpDef] = {}
+_TRACER: Callable | None = None   # tracing.apply_op, bound by graphdsl.tracing when it loads
+
+
+def bind_tracer(apply_op: Callable) -> None:
+    """Called once by graphdsl.tracing: the function recording an op call as a node."""
+    global _TRACER
+    _TRACER = apply_op
 
 
 def defop(name: str, *, attrs: Mapping[str, Any] | tuple = (), infer: Callable,
           ref: Callable | None = None, vjp: Callable | None = None,
           decompose: Callable | None = None, normalize: Callable | None = None,
           arity: int | tuple[int, int | None] = 1, differentiable: bool = True,
-          doc: str = "", tags=()) -> OpDef:
+          doc: str = "", tags=(), inputs: tuple[str, ...] = (),
+          present: Callable | None = None) -> OpDef:
     """Declare an op once. ``attrs`` maps attribute names to defaults (``REQUIRED`` for none)."""
     if name in _REGISTRY:
         raise ValueError(f"op {name!r} is declared twice")
@@ -88,19 +125,20 @@ def defop(name: str, *, attrs: Mapping[str, Any] | tuple = (), infer: Callable,
         raise ValueError(f"op {name!r} needs a reference implementation or a decomposition")
     if ref is not None and differentiable and vjp is None and decompose is None:
         raise ValueError(f"differentiable op {name!r} needs a vjp rule or a decomposition")
+    if any(n.endswith("?") for n in inputs) and present is None:
+        raise ValueError(f"op {name!r} has optional inputs; say which a node has with present=")
     if isinstance(attrs, tuple):
         attrs = {a: REQUIRED for a in attrs}
     if isinstance(arity, int):
         arity = (arity, arity)
     op = OpDef(name=name, attrs=dict(attrs), infer=infer, ref=ref, vjp=vjp, decompose=decompose,
                normalize=normalize, arity=arity, differentiable=differentiable, doc=doc,
-               tags=frozenset(tags))
+               tags=frozenset(tags), inputs=tuple(inputs), present=present)
     _REGISTRY[name] = op
     return op
 
 
 def get(name: str) -> OpDef:
-    _load_ops()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -111,9 +149,5 @@ def get(name: str) -> OpDef:
 
 
 def all_ops() -> dict[str, OpDef]:
-    _load_ops()
+    """Every declared op (``import graphdsl`` declares them all: the package imports graphdsl.ops)."""
     return dict(_REGISTRY)
-
-
-def _load_ops() -> None:
-    from . import ops  # noqa: F401  (declares every op on import)

@@ -529,3 +529,6 @@ for _name in [n for n, v in vars(Tensor).items()
     setattr(Parameter, _name, _delegate(_name))
 Parameter.mT = property(lambda self: as_tensor(self).mT)
 Parameter.__array_priority__ = 1000
+
+from . import registry as _registry  # noqa: E402  (the registry calls back into apply_op)
+_registry.bind_tracer(apply_op)

@@ -35,6 +35,11 @@ from .reduce import sum as _sum
 from .shape import broadcast_to
 
 
+def _present(attrs) -> dict:
+    """Which optional inputs a node has: bias with ``has_bias``, the seed when it drops out."""
+    return {"bias": bool(attrs["has_bias"]), "seed": attrs["dropout_p"] > 0}
+
+
 def _split(rest, has_bias, dropout_p):
     """(bias, seed) from the inputs after q, k, v (each None when absent)."""
     bias = rest[0] if has_bias else None
@@ -161,7 +166,7 @@ def _vjp(g, out, q, k, v, *rest, **attrs):
 
 attention_op = defop(
     "attention", attrs={"scale": None, "causal": False, "dropout_p": 0.0, "salt": 0, "has_bias": None},
-    arity=(3, 5), normalize=_normalize, infer=_infer, ref=_ref, vjp=_vjp, decompose=_decompose,
+    arity=(3, 5), inputs=("q", "k", "v", "bias?", "seed?"), present=_present, normalize=_normalize, infer=_infer, ref=_ref, vjp=_vjp, decompose=_decompose,
     doc="dropout(softmax(scale * q @ k^T + bias, causal-masked)) @ v; fully masked rows give 0")
 
 
@@ -279,7 +284,8 @@ def _grad_vjp(gg, out, *inputs, **attrs):
 attention_grad = defop(
     "attention_grad", attrs={"wrt": REQUIRED, "scale": None, "causal": False, "dropout_p": 0.0, "salt": 0,
                              "has_bias": None},
-    arity=(4, 6), normalize=_grad_normalize, infer=_grad_infer, ref=_grad_ref, vjp=_grad_vjp,
+    arity=(4, 6), inputs=("q", "k", "v", "bias?", "seed?", "g"), present=_present,
+    normalize=_grad_normalize, infer=_grad_infer, ref=_grad_ref, vjp=_grad_vjp,
     decompose=_grad_decompose,
     doc="the gradient of attention(q, k, v, [bias], [seed]) w.r.t. one input (attr wrt), given the output "
         "cotangent g (the last input); recomputes the probabilities; fully masked rows give 0")
