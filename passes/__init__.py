@@ -9,7 +9,10 @@
 Levels: 0 runs nothing; 1 cleans up (canonicalize, fold_constants, cse, dce); 2 also folds masks
 and fuses attention, norms, GELU, bias + activation and residual + LayerNorm. Every pass keeps the
 numbers the graph computes (see docs/passes.md for the argument, mask by mask). Each pass lives in
-its own module; patterns are data at the top of it.
+its own module, which starts with its rules (patterns written like the math, see pattern.py) and
+declares the pass at its end: its name, what must run before it (``requires=``) and, for
+fuse_attention, the report's ``attention`` section. ``LEVELS`` below orders them into pipelines,
+each meeting every pass's ``requires=`` (tests/test_passes_requires.py).
 
 Layering: this package imports only ``graphdsl``.
 """
@@ -17,11 +20,32 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from graphdsl.errors import GraphDSLError
 from graphdsl.graph import Graph
 
-from .manager import LEVELS, PASSES, Pass, PassManager, PassRecord, Report, pipeline, register, rule_pass
-from .pattern import Alt, Match, Pat, opt, scalar_value
+from .manager import (PASSES, Pass, PassManager, PassRecord, Report, Section, register, rule_pass,
+                      unmet_requirements)
+from .pattern import Alt, Match, Pat, exactly, opt, scalar_value
 from .rewrite import PassError, Rule, rewrite
+
+# importing a pass module registers its passes: this order is the order of PASSES
+from . import canonicalize, constants, cse, masks, attention, norms, activations, transposes  # isort: skip
+
+PASS_MODULES = (canonicalize, constants, cse, masks, attention, norms, activations, transposes)
+CLEANUP = ["canonicalize", "fold_constants", "cse", "dce"]
+LEVELS: dict[int, list[str]] = {
+    0: [],
+    1: CLEANUP,
+    2: CLEANUP + ["fold_transposes", "fuse_softmax", "fold_masks", "cse", "fuse_attention", "fuse_layer_norm",
+                  "fuse_gelu", "fuse_bias_activation", "fuse_add_layer_norm", "canonicalize", "cse", "dce"],
+}
+
+
+def pipeline(level: int) -> list[str]:
+    """The pass names of an optimization level (a copy)."""
+    if level not in LEVELS:
+        raise GraphDSLError(f"unknown optimization level {level!r}", hint=f"use one of {sorted(LEVELS)}")
+    return list(LEVELS[level])
 
 
 def run(graph: Graph, names: Iterable[str], *, verify: bool = True, dump_ir=None) -> Graph:
@@ -55,5 +79,5 @@ def optimize_for_training(loss_graph: Graph, level: int = 2, *, wrt=None, loss: 
 
 
 __all__ = ["Alt", "LEVELS", "Match", "PASSES", "Pass", "PassError", "PassManager", "PassRecord", "Pat",
-           "Report", "Rule", "opt", "optimize", "optimize_for_training", "pipeline", "register", "report",
-           "rewrite", "rule_pass", "run", "scalar_value"]
+           "Report", "Rule", "Section", "exactly", "opt", "optimize", "optimize_for_training", "pipeline",
+           "register", "report", "rewrite", "rule_pass", "run", "scalar_value", "unmet_requirements"]

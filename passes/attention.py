@@ -4,7 +4,7 @@ The root is ``probs @ v``; ``PROBS`` below matches the softmax (on the last axis
 optional casts, NaN guard and dropout. The rest varies too much for one tree, so the rewrite
 reads it with small helpers:
 
-* the softmax input is split by ``masks.split_chain`` into the scores and the mask steps, which
+* the softmax input is split by ``mask_analysis.split_chain`` into the scores and the mask steps, which
   become one additive bias (a causal mask becomes the ``causal`` flag where that is exact);
 * the scores are ``qk``, ``qk * c`` or ``qk / c`` (any scalar factors, also non-constant ones);
 * ``qk = q' @ kt``: scalar factors on ``q'`` or on ``kt`` (also before the head split, through
@@ -23,6 +23,11 @@ reads it with small helpers:
   blocks the fusion), the softmax is over the last axis, the fused op's type rule accepts q, k, v
   and the bias (dtypes agree), and the fused op has the type of the node it replaces; with
   dropout, the probabilities have the fused op's full score shape (the same random draw).
+
+It requires canonicalize (k^T written with regrouping reshapes becomes one swap), fuse_softmax (a
+written-out softmax) and fold_masks (a ``(1 - m) * c`` bias becomes ``where(m, 0, c)``, which is
+how a causal mask written as a float bias becomes the flag). The report's ``attention`` section
+(``summary`` below) counts the fused ops, the causal ones and the biases.
 """
 from __future__ import annotations
 
@@ -30,60 +35,36 @@ import math
 
 from graphdsl import ops
 from graphdsl.errors import GraphDSLError
-from graphdsl.graph import Node
+from graphdsl.graph import Graph, Node
 from graphdsl.tracing import Tensor
 from graphdsl.types import broadcast_shapes
 
-from . import masks
-from .pattern import Pat, opt, scalar_value
+from . import mask_analysis
+from .manager import Section, rule_pass
+from .pattern import Pat, cast, dropout, equal, exactly, max_, not_equal, opt, scalar_value, softmax, where
+from .predicates import float_cast, on_last_axis, reduces_last_axis, typed_as_input
 from .rewrite import Rule
+
+ZERO, NEG_INF = exactly(0.0), Pat.const(value=-math.inf)
+# softmax([cast](s)) over the last axis
+SM = softmax(opt("cast", Pat.any("s"), name="upcast", where=float_cast), name="softmax", where=on_last_axis)
+# where(max(x) == -inf, 0, p) and where(max(x) != -inf, p, 0): our exporter's guard ("guarded" is x)
+ROW_MAX = max_(Pat.any("guarded"), name="guard_max", where=reduces_last_axis)
+SOFTMAX = (SM
+           | where(not_equal(SM, SM), ZERO, SM, name="nan_guard", where=typed_as_input(2))  # torch's NaN guard
+           | where(equal(ROW_MAX, NEG_INF), ZERO, SM, name="max_guard", where=typed_as_input(2))
+           | where(not_equal(ROW_MAX, NEG_INF), SM, ZERO, name="max_guard", where=typed_as_input(1)))
+DROPOUT = dropout(SOFTMAX | cast(SOFTMAX, name="downcast", where=float_cast), Pat.any("seed"), name="dropout")
+PROBS = (DROPOUT | cast(DROPOUT, name="downcast", where=float_cast)
+         | cast(SOFTMAX, name="downcast", where=float_cast) | SOFTMAX)
+
+RULES = [
+    # [dropout]([cast](guarded softmax(mask_chain(scale * q @ k^T)))) @ v  ->  attention(q, k, v, ...)
+    Rule("attention", PROBS @ Pat.any("v"), lambda m: fused_attention(m)),
+]
 
 _SCALARISH = ("mul", "div")
 _VIEWS = ("reshape", "transpose")
-
-
-def _last_axis(node: Node) -> bool:
-    return node.attrs["axis"] == node.type.rank - 1
-
-
-def _float_cast(node: Node) -> bool:
-    return node.type.dtype.is_float and node.inputs[0].type.dtype.is_float
-
-
-def _nan_guard(p: Pat) -> Pat:
-    """``where(p != p, 0, p)`` (``isnan`` imports as ``p != p``): torch's exporters write it after the
-    softmax, to turn the NaN of a fully masked row into zeros -- which the softmax and the attention
-    op give anyway."""
-    return Pat("where", Pat("not_equal", p, p), Pat.const(value=0.0, rtol=0), p, name="nan_guard",
-               where=lambda n: n.type == n.inputs[2].type)
-
-
-def _over_last_axis_kept(n: Node) -> bool:
-    return n.attrs["keepdims"] and n.attrs["axis"] == (n.type.rank - 1,)
-
-
-def _typed_as(i: int):
-    return lambda n: n.type == n.inputs[i].type
-
-
-def _max_guard(p: Pat) -> Pat:
-    """``where(max(x) == -inf, 0, p)`` or ``where(max(x) != -inf, p, 0)``: our ONNX exporter writes
-    the first around every softmax (a row of all -inf gives 0 there, not ONNX Runtime's NaN).
-    ``x`` is captured as ``guarded``; ``_fuse`` declines unless it is the softmax's own input."""
-    top = Pat("max", Pat.any("guarded"), name="guard_max", where=_over_last_axis_kept)
-    neg_inf, zero = Pat.const(value=-math.inf), Pat.const(value=0.0, rtol=0)
-    return (Pat("where", Pat("equal", top, neg_inf), zero, p, name="max_guard", where=_typed_as(2))
-            | Pat("where", Pat("not_equal", top, neg_inf), p, zero, name="max_guard", where=_typed_as(1)))
-
-
-_SOFTMAX = Pat("softmax", opt("cast", Pat.any("s"), name="upcast", where=_float_cast),
-               name="softmax", where=_last_axis)
-SOFTMAX = _SOFTMAX | _nan_guard(_SOFTMAX) | _max_guard(_SOFTMAX)
-DROPOUT = Pat("dropout", SOFTMAX | Pat("cast", SOFTMAX, name="downcast", where=_float_cast),
-              Pat.any("seed"), name="dropout")
-PROBS = (DROPOUT | Pat("cast", DROPOUT, name="downcast", where=_float_cast)
-         | Pat("cast", SOFTMAX, name="downcast", where=_float_cast) | SOFTMAX)
-ATTENTION = Pat("matmul", PROBS, Pat.any("v"))
 
 
 def _scalarish(node: Node) -> bool:
@@ -156,10 +137,10 @@ def _peel_operand(m, node: Node, interior: list):
     return inner, factor, tensors
 
 
-def _fuse(m):
+def fused_attention(m):
     if "guarded" in m and m["guarded"] is not m["softmax"].inputs[0]:
         return None   # the guard tests another tensor than the one the softmax normalizes
-    chain = masks.split_chain(m["s"])
+    chain = mask_analysis.split_chain(m["s"])
     scores, scale, tensors, scaled = peel_factors(chain.scores)
     interior = chain.nodes + scaled + [scores]
     if scores.op != "matmul" or not m.contained(interior):
@@ -168,11 +149,11 @@ def _fuse(m):
     q, fq, tq = _peel_operand(m, q0, interior)
     kt, fk, tk = _peel_operand(m, kt0, interior)
     dtype = q0.type.dtype
-    bias = masks.build_bias(chain.steps, dtype) if chain.steps else None
+    bias = mask_analysis.build_bias(chain.steps, dtype) if chain.steps else None
     k = untranspose(kt)
     causal = False
     if bias is not None:
-        causal, rest = masks.strip_causal(bias.node, q.type.shape[-2], k.type.shape[-2])
+        causal, rest = mask_analysis.strip_causal(bias.node, q.type.shape[-2], k.type.shape[-2])
         bias = Tensor(rest) if rest is not None else None
     qt = Tensor(q)
     for t in tensors + tq + tk:
@@ -197,9 +178,20 @@ def _fuse(m):
 
 
 def _full_scores_shape(att: Node) -> tuple:
-    q, k, v = (i.type.shape for i in att.inputs[:3])
+    q, k, v = (att.arg(name).type.shape for name in ("q", "k", "v"))
     batch = broadcast_shapes(q[:-2], k[:-2], v[:-2])
     return tuple(batch) + (q[-2], k[-2])
 
 
-RULES = [Rule("attention", ATTENTION, _fuse)]
+def summary(graph: Graph) -> dict[str, int]:
+    """The report's ``attention`` section: fused ops, causal ones, biases, softmax left unfused."""
+    atts = [n for n in graph.nodes if n.op == "attention"]
+    biases = [n.arg("bias") for n in atts if n.arg("bias") is not None]
+    return {"attention_ops": len(atts), "causal": sum(1 for n in atts if n.attrs["causal"]),
+            "with_bias": len(biases), "distinct_biases": len(set(biases)),
+            "softmax_left": graph.op_counts().get("softmax", 0)}
+
+
+FUSE_ATTENTION = rule_pass("fuse_attention", RULES, "softmax(scale * q @ k^T + bias) @ v to one attention op",
+                           requires=("canonicalize", "fuse_softmax", "fold_masks"),
+                           section=Section("attention", summary))

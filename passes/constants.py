@@ -14,32 +14,38 @@ from graphdsl.graph import Node
 from graphdsl.registry import get
 from graphdsl.types import Dim
 
+from .manager import rule_pass
 from .pattern import Pat
 from .rewrite import Rule
 
 EXPAND_LIMIT = 1024
 
+RULES = [
+    # f(c1, c2, ...) on constants  ->  the constant f's reference computes (unless an expansion)
+    Rule("fold", Pat.any(where=lambda n: foldable(n)), lambda m: folded(m.root)),
+]
 
-def _static(value) -> bool:
+
+def is_static(value) -> bool:
     if isinstance(value, Dim):
         return False
     if isinstance(value, tuple):
-        return all(_static(v) for v in value)
+        return all(is_static(v) for v in value)
     return True
 
 
-def _foldable(node: Node) -> bool:
+def foldable(node: Node) -> bool:
     if node.is_source or not all(i.op == "constant" for i in node.inputs):
         return False
-    if not node.type.shape.is_static or not all(_static(v) for v in node.attrs.values()):
+    if not node.type.shape.is_static or not all(is_static(v) for v in node.attrs.values()):
         return False
     size = int(np.prod(tuple(node.type.shape), dtype=np.int64))
     largest = max((i.attrs["value"].size for i in node.inputs), default=0)
     return size <= max(EXPAND_LIMIT, largest) and get(node.op).ref is not None
 
 
-def _fold(m):
-    node = m.root
+def folded(node: Node) -> Node | None:
+    """The constant ``node`` evaluates to, by its op's NumPy reference."""
     ref = get(node.op).ref
     with np.errstate(all="ignore"):
         value = np.asarray(ref(*[i.attrs["value"] for i in node.inputs], **dict(node.attrs)))
@@ -49,4 +55,4 @@ def _fold(m):
     return Node("constant", (), {"value": value}, node.type, node.loc)
 
 
-RULES = [Rule("fold", Pat(where=_foldable), _fold)]
+FOLD_CONSTANTS = rule_pass("fold_constants", RULES, "evaluate nodes whose inputs are all constants")

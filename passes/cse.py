@@ -18,6 +18,8 @@ import numpy as np
 from graphdsl.graph import Graph, Node
 from graphdsl.registry import get
 
+from .manager import register
+
 
 def _freeze(value):
     if isinstance(value, np.ndarray):
@@ -30,31 +32,30 @@ def _freeze(value):
 
 
 def _key(node: Node, inputs: list[Node]):
-    ids = [id(i) for i in inputs]
-    if len(ids) == 2 and "commutative" in get(node.op).tags:
-        ids.sort()
+    """What makes two nodes the same value: op, inputs (as a set for commutative ops), attrs, type."""
+    ins = frozenset(inputs) if len(inputs) == 2 and "commutative" in get(node.op).tags else tuple(inputs)
     attrs = tuple(sorted((k, _freeze(v)) for k, v in node.attrs.items()))
-    return node.op, tuple(ids), attrs, node.type
+    return node.op, ins, attrs, node.type
 
 
 def cse(graph: Graph) -> tuple[Graph, Counter]:
     seen: dict = {}
-    mapping: dict[int, Node] = {}
+    mapping: dict[Node, Node] = {}
     merged = 0
     for node in graph.nodes:
         if node.op in ("input", "param"):
             continue
-        inputs = [mapping.get(id(i), i) for i in node.inputs]
+        inputs = [mapping.get(i, i) for i in node.inputs]
         cur = node if all(a is b for a, b in zip(inputs, node.inputs)) else node.replace(inputs=inputs)
         key = _key(cur, inputs) if node.op != "constant" else ("constant", _freeze(node.attrs["value"]))
         first = seen.setdefault(key, cur)
         if first is not cur:
             merged += 1
         if first is not node:
-            mapping[id(node)] = first
+            mapping[node] = first
     if not mapping:
         return graph, Counter()
-    outputs = {k: mapping.get(id(v), v) for k, v in graph.outputs.items()}
+    outputs = {k: mapping.get(v, v) for k, v in graph.outputs.items()}
     out = Graph(outputs, name=graph.name, sources=graph.sources(), meta=graph.meta)
     return out, Counter({"merged": merged} if merged else {})
 
@@ -63,3 +64,7 @@ def dce(graph: Graph) -> tuple[Graph, Counter]:
     out = Graph(dict(graph.outputs), name=graph.name, sources=graph.sources(), meta=graph.meta)
     removed = len(graph.nodes) - len(out.nodes)
     return out, Counter({"removed": removed} if removed else {})
+
+
+CSE = register("cse", cse, "merge nodes that compute the same value")
+DCE = register("dce", dce, "drop nodes no output needs")

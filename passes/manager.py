@@ -1,11 +1,14 @@
-"""The pass manager: named passes, pipelines by level, verification, timing, IR dumps, reports.
+"""The pass manager: named passes, their ordering needs, verification, timing, IR dumps, reports.
 
 Every pass is a function ``graph -> (graph, counts)`` registered under a name; ``counts`` says
-what it did (rules fired, masks folded, nodes merged). ``PassManager(names).run(graph)`` runs
-them in order; after each one it verifies the graph and records the op histogram before and
-after and the time taken. When a pass raises, or leaves a graph the verifier rejects, the error
-names the pass and the passes that ran before it. ``dump_ir=DIR`` writes the printed IR before
-the first pass and after each one (``00-input.txt``, ``01-canonicalize.txt``, ...).
+what it did (rules fired, masks folded, nodes merged). A pass declares the passes whose output
+its patterns expect (``requires=``) and may contribute a section to the report (``section=``).
+``PassManager(names).run(graph)`` runs them in order; after each one it verifies the graph and
+records the op histogram before and after and the time taken. When a pass raises, or leaves a
+graph the verifier rejects, the error names the pass and the passes that ran before it.
+``dump_ir=DIR`` writes the printed IR before the first pass and after each one (``00-input.txt``,
+``01-canonicalize.txt``, ...). The manager knows no pass by name: the passes register themselves
+in their modules, and the package (passes/__init__.py) orders them into levels.
 """
 from __future__ import annotations
 
@@ -20,9 +23,17 @@ from typing import Callable, Iterable
 from graphdsl.errors import GraphDSLError
 from graphdsl.graph import Graph
 
-from . import activations, attention, canonicalize, constants, masks, norms, transposes
-from .cse import cse, dce
 from .rewrite import PassError, Rule, rewrite
+
+REPORT_KEYS = ("graph", "passes", "totals", "final_ops")   # a section may not take these names
+
+
+@dataclass(frozen=True)
+class Section:
+    """A named part of every pass report: ``summarize(final graph) -> {label: number}``."""
+
+    name: str
+    summarize: Callable[[Graph], dict]
 
 
 @dataclass(frozen=True)
@@ -30,50 +41,54 @@ class Pass:
     name: str
     run: Callable[[Graph], tuple[Graph, Counter]]
     doc: str
+    requires: tuple[str, ...] = ()    # passes that must run before this one, when both are listed
+    section: Section | None = None
 
 
 PASSES: dict[str, Pass] = {}
 
 
-def register(name: str, run: Callable[[Graph], tuple[Graph, Counter]], doc: str) -> Pass:
+def register(name: str, run: Callable[[Graph], tuple[Graph, Counter]], doc: str, *,
+             requires: Iterable[str] = (), section: Section | None = None) -> Pass:
     if name in PASSES:
         raise ValueError(f"pass {name!r} is registered twice")
-    PASSES[name] = Pass(name, run, doc)
+    if section is not None and (section.name in REPORT_KEYS
+                                or any(p.section and p.section.name == section.name for p in PASSES.values())):
+        raise ValueError(f"pass {name!r}: the report already has a section {section.name!r}")
+    PASSES[name] = Pass(name, run, doc, tuple(requires), section)
     return PASSES[name]
 
 
-def rule_pass(name: str, rules: list[Rule], doc: str) -> Pass:
-    """A pass that applies ``rules`` to a fixed point."""
-    return register(name, lambda graph: rewrite(graph, rules), doc)
+def rule_pass(name: str, rules: list[Rule], doc: str, **kw) -> Pass:
+    """A pass that applies ``rules`` to a fixed point (``requires=``, ``section=`` as ``register``)."""
+    return register(name, lambda graph: rewrite(graph, rules), doc, **kw)
 
 
-rule_pass("canonicalize", canonicalize.RULES, "div by constant to mul, constants right, transposes "
-          "composed, identity reshapes/casts/transposes dropped")
-rule_pass("fold_constants", constants.RULES, "evaluate nodes whose inputs are all constants")
-register("cse", cse, "merge nodes that compute the same value")
-register("dce", dce, "drop nodes no output needs")
-rule_pass("fold_masks", masks.RULES, "mask chains before a softmax to one additive bias")
-rule_pass("fuse_attention", attention.RULES, "softmax(scale * q @ k^T + bias) @ v to one attention op")
-rule_pass("fuse_softmax", norms.SOFTMAX_RULES, "written-out exp(x - max) / sum to softmax")
-rule_pass("fuse_layer_norm", norms.LN_RULES, "written-out LayerNorm / RMSNorm to layer_norm / rms_norm")
-rule_pass("fuse_gelu", activations.GELU_RULES, "written-out GELU (erf and tanh forms) to gelu")
-rule_pass("fuse_bias_activation", activations.BIAS_RULES, "act(x + bias) to bias_activation")
-rule_pass("fuse_add_layer_norm", norms.ADD_LN_RULES, "layer_norm(a + b) to add_layer_norm")
-rule_pass("fold_transposes", transposes.RULES, "a^T @ b^T to (b @ a)^T")
-
-CLEANUP = ["canonicalize", "fold_constants", "cse", "dce"]
-LEVELS: dict[int, list[str]] = {
-    0: [],
-    1: CLEANUP,
-    2: CLEANUP + ["fold_transposes", "fuse_softmax", "fold_masks", "cse", "fuse_attention", "fuse_layer_norm",
-                  "fuse_gelu", "fuse_bias_activation", "fuse_add_layer_norm", "canonicalize", "cse", "dce"],
-}
+def unmet_requirements(names: Iterable[str]) -> list[tuple[str, str]]:
+    """``(pass, required)`` for every required pass that does not run before the pass in ``names``."""
+    names = list(names)
+    return [(name, req) for i, name in enumerate(names) for req in PASSES[name].requires
+            if req not in names[:i]]
 
 
-def pipeline(level: int) -> list[str]:
-    if level not in LEVELS:
-        raise GraphDSLError(f"unknown optimization level {level!r}", hint=f"use one of {sorted(LEVELS)}")
-    return list(LEVELS[level])
+def check_order(names: list[str]) -> None:
+    """Raise when a listed pass runs before a pass it requires that the list runs later.
+
+    A required pass that is not listed at all counts as done: the graph may come from an earlier
+    run (``run(run(g, ["canonicalize"]), ["fuse_gelu"])``); every pass keeps the numbers either
+    way, it only matches fewer spellings on a graph not in the form it expects.
+    """
+    for name, req in unmet_requirements(names):
+        if req not in PASSES:
+            raise PassError(f"pass {name!r} requires {req!r}, which is not a registered pass")
+        if req in names:
+            others = [r for r in PASSES[name].requires if r != req]
+            also = f" (it also requires {', '.join(others)})" if others else ""
+            raise PassError(
+                f"pass {name!r} requires {req} to run before it{also}, but the order given is: "
+                f"{', '.join(names)}",
+                hint=f"put {req} before {name}, or run a pipeline (passes.pipeline(level), "
+                     f"graphdsl passes -O LEVEL), whose order meets every requirement")
 
 
 @dataclass
@@ -104,6 +119,7 @@ class PassManager:
             close = [c for n in unknown for c in difflib.get_close_matches(n, PASSES, n=1)]
             hint = f"did you mean {', '.join(close)}?" if close else f"passes: {', '.join(PASSES)}"
             raise PassError(f"unknown pass{'es' if len(unknown) > 1 else ''} {unknown}", hint=hint)
+        check_order(self.names)
         self.verify = verify
         self.dump_ir = Path(dump_ir) if dump_ir is not None else None
 
@@ -157,17 +173,21 @@ class Report:
             out.update(r.counts)
         return dict(sorted(out.items()))
 
-    def attention_summary(self) -> dict[str, int]:
-        atts = [n for n in self.graph.nodes if n.op == "attention"]
-        biases = {id(n.inputs[3]) for n in atts if n.attrs["has_bias"]}
-        return {"attention_ops": len(atts), "causal": sum(1 for n in atts if n.attrs["causal"]),
-                "with_bias": sum(1 for n in atts if n.attrs["has_bias"]), "distinct_biases": len(biases),
-                "softmax_left": self.final_ops.get("softmax", 0)}
+    def sections(self) -> dict[str, dict]:
+        """The report sections of the registered passes (``attention``: ops, causal, biases, ...),
+        each a summary of the final graph, so every report has every section."""
+        return {p.section.name: p.section.summarize(self.graph) for p in PASSES.values() if p.section}
+
+    def summary(self, section: str) -> dict:
+        """One section of the report (see ``sections``)."""
+        sections = self.sections()
+        if section not in sections:
+            raise KeyError(f"no report section {section!r}; sections: {', '.join(sections)}")
+        return sections[section]
 
     def to_dict(self) -> dict:
         return {"graph": self.graph.name, "passes": [r.to_dict() for r in self.passes],
-                "totals": self.totals(), "attention": self.attention_summary(),
-                "final_ops": self.final_ops}
+                "totals": self.totals(), **self.sections(), "final_ops": self.final_ops}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -181,8 +201,8 @@ class Report:
             what = "; ".join(p for p in (counts, delta) if p) or "no change"
             lines.append(f"  {r.name:<{width}}  {r.nodes_before:>5} -> {r.nodes_after:<5} nodes "
                          f"{r.seconds * 1e3:8.1f} ms  {what}")
-        summary = self.attention_summary()
-        lines.append("attention: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()))
+        for name, summary in self.sections().items():
+            lines.append(f"{name}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()))
         lines.append("final ops: " + ", ".join(f"{k} {v}" for k, v in self.final_ops.items()))
         return "\n".join(lines)
 

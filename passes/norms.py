@@ -4,7 +4,7 @@
 (the same numbers, except that a row of all -inf, NaN as written, is zeros in the op).
 
 A LayerNorm written with reductions (after canonicalize, so ``sum * (1/n)`` is ``mean`` and
-``/ c`` is ``* (1/c)``)::
+``/ c`` is ``* (1/c)``, and after cse, so the ``x - mu`` written twice is one node)::
 
     mu = x.mean(-1, keepdims=True); xc = x - mu
     var = (xc * xc).mean(-1, keepdims=True)          # or xc ** 2
@@ -16,7 +16,7 @@ becomes ``layer_norm(x, ones, zeros)``; RMSNorm (``x * rsqrt(mean(x * x) + eps)`
 rms_norm), so the pattern does not have to spell out every arrangement of the affine ops.
 ``fuse_add_layer_norm`` turns ``layer_norm(a + b, w, beta)`` into ``add_layer_norm`` when the sum
 is used only by the LayerNorm (post-LN Transformers; in pre-LN the sum also feeds the next
-residual, and stays).
+residual, and stays); it runs after fuse_layer_norm, which makes the layer_norm it fuses.
 """
 from __future__ import annotations
 
@@ -27,65 +27,77 @@ from graphdsl.graph import Node
 from graphdsl.ops import fused
 from graphdsl.tracing import Tensor
 
-from .pattern import Pat, scalar_value
+from .manager import rule_pass
+from .pattern import Pat, exactly, exp, layer_norm, max_, mean, rms_norm, rsqrt, scalar_value, sqrt, sum_
+from .predicates import float_with_axes, reduces_last_axis
 from .rewrite import Rule, constant
 
+X = Pat.any("x", where=float_with_axes)
+ANY, ONE, ZERO = Pat.any(), exactly(1.0), exactly(0.0)
+EPS = Pat.const("eps", where=lambda v: 0 <= v < 1)
+E = exp(X - max_(X, where=reduces_last_axis), name="e")               # exp(x - max(x))
+XC = (X - mean(X, where=reduces_last_axis)).having(name="xc")         # x - mean(x)
+VAR_EPS = mean(XC * XC | XC ** 2, where=reduces_last_axis) + EPS      # var(x) + eps
+MS_EPS = mean(X * X | X ** 2, where=reduces_last_axis) + EPS          # mean(x^2) + eps
+NORM = (layer_norm(ANY, ONE, ZERO, name="norm", one_use=True)
+        | rms_norm(ANY, ONE, name="norm", one_use=True))               # a norm with w = 1 (b = 0)
 
-def _reduce_last(node: Node) -> bool:
-    return node.attrs["keepdims"] and node.attrs["axis"] == (node.type.rank - 1,)
+SOFTMAX_RULES = [
+    # e / sum(e), e = exp(x - max(x)), over the last axis  ->  softmax(x)
+    Rule("softmax", E / sum_(E, where=reduces_last_axis), lambda m: softmax(m)),
+]
+
+LN_RULES = [
+    # (x - mean) / sqrt(var + eps), also * rsqrt and * (...) ** -0.5  ->  layer_norm(x, 1, 0)
+    Rule("layer_norm", XC * rsqrt(VAR_EPS) | XC / sqrt(VAR_EPS) | XC * VAR_EPS ** -0.5,
+         lambda m: normalized(m, "layer_norm")),
+    # x / sqrt(mean(x^2) + eps), same spellings  ->  rms_norm(x, 1)
+    Rule("rms_norm", X * rsqrt(MS_EPS) | X / sqrt(MS_EPS) | X * MS_EPS ** -0.5,
+         lambda m: normalized(m, "rms_norm")),
+    # norm(x, 1, 0) * w  ->  norm(x, w, 0)
+    Rule("norm_scale", NORM * Pat.any("w"), lambda m: scale_absorbed(m)),
+    # layer_norm(x, w, 0) + b  ->  layer_norm(x, w, b)
+    Rule("norm_shift", layer_norm(ANY, ANY, ZERO, name="norm", one_use=True) + Pat.any("b"),
+         lambda m: shift_absorbed(m)),
+]
+
+ADD_LN_RULES = [
+    # layer_norm(a + b), the sum used only here  ->  add_layer_norm(a, b)
+    Rule("add_layer_norm", layer_norm((Pat.any("a") + Pat.any("b")).having(name="sum", one_use=True), ANY, ANY),
+         lambda m: add_layer_norm(m)),
+]
 
 
-def _eps(v: float) -> bool:
-    return 0 <= v < 1
+def softmax(m):
+    return ops.softmax(m.t("x"), axis=-1) if m.contained() else None
 
 
-def _square(x: Pat) -> Pat:
-    return Pat("mul", x, x) | Pat("pow", x, Pat.const(value=2.0))
-
-
-def _inv_sqrt_times(x: Pat, var: Pat) -> Pat:
-    plus_eps = Pat("add", var, Pat.const("eps", where=_eps))
-    return (Pat("mul", x, Pat("rsqrt", plus_eps)) | Pat("div", x, Pat("sqrt", plus_eps))
-            | Pat("mul", x, Pat("pow", plus_eps, Pat.const(value=-0.5))))
-
-
-_X = Pat.any("x", where=lambda n: n.type.dtype.is_float and n.type.rank >= 1)
-XC = Pat("sub", _X, Pat("mean", _X, where=_reduce_last), name="xc")
-LAYER_NORM = _inv_sqrt_times(XC, Pat("mean", _square(XC), where=_reduce_last))
-RMS_NORM = _inv_sqrt_times(_X, Pat("mean", _square(_X), where=_reduce_last))
-
-
-def _vector(node: Node, dim) -> bool:
+def vector_of(node: Node, dim) -> bool:
     return node.type.rank == 1 and node.type.shape[0] == dim
 
 
-def _static_dim(x: Node):
+def static_last_dim(x: Node):
     d = x.type.shape[-1]
     return d if isinstance(d, int) else None
 
 
-def _fuse_norm(kind):
-    def fn(m):
-        x = m["x"]
-        d = _static_dim(x)
-        if d is None or not m.contained():
-            return None
-        dt = x.type.dtype
-        ones = constant(np.ones(d, dt.np), dt)
-        eps = scalar_value(m["eps"])
-        if kind == "layer_norm":
-            return ops.layer_norm(m.t("x"), ones, constant(np.zeros(d, dt.np), dt), eps=eps)
-        return ops.rms_norm(m.t("x"), ones, eps=eps)
-    return fn
+def normalized(m, kind: str):
+    """The norm of ``m["x"]`` with unit scale (and zero shift), as ``kind`` computes it."""
+    x = m["x"]
+    d = static_last_dim(x)
+    if d is None or not m.contained():
+        return None
+    dt = x.type.dtype
+    ones = constant(np.ones(d, dt.np), dt)
+    eps = scalar_value(m["eps"])
+    if kind == "layer_norm":
+        return ops.layer_norm(m.t("x"), ones, constant(np.zeros(d, dt.np), dt), eps=eps)
+    return ops.rms_norm(m.t("x"), ones, eps=eps)
 
 
-def _is_const(value: float):
-    return lambda n: (scalar_value(n) == value)
-
-
-def _absorb_scale(m):
+def scale_absorbed(m):
     norm, w = m["norm"], m["w"]
-    if not _vector(w, norm.type.shape[-1]) or m.root.type != norm.type:
+    if not vector_of(w, norm.type.shape[-1]) or m.root.type != norm.type:
         return None
     ins = [Tensor(i) for i in norm.inputs]
     if norm.op == "layer_norm":
@@ -93,15 +105,15 @@ def _absorb_scale(m):
     return ops.rms_norm(ins[0], m.t("w"), eps=norm.attrs["eps"])
 
 
-def _absorb_shift(m):
+def shift_absorbed(m):
     norm, b = m["norm"], m["b"]
-    if not _vector(b, norm.type.shape[-1]) or m.root.type != norm.type:
+    if not vector_of(b, norm.type.shape[-1]) or m.root.type != norm.type:
         return None
     x, w, _ = (Tensor(i) for i in norm.inputs)
     return ops.layer_norm(x, w, m.t("b"), eps=norm.attrs["eps"])
 
 
-def _add_layer_norm(m):
+def add_layer_norm(m):
     a, b = m["a"], m["b"]
     if a.type != b.type or a.type != m["sum"].type:
         return None
@@ -109,26 +121,9 @@ def _add_layer_norm(m):
     return fused.add_layer_norm(m.t("a"), m.t("b"), w, beta, eps=m.root.attrs["eps"])
 
 
-_E = Pat("exp", Pat("sub", _X, Pat("max", _X, where=_reduce_last)), name="e")
-SOFTMAX_RULES = [
-    Rule("softmax", Pat("div", _E, Pat("sum", _E, where=_reduce_last)),
-         lambda m: ops.softmax(m.t("x"), axis=-1) if m.contained() else None),
-]
-
-_ONES = Pat("constant", where=_is_const(1.0))
-_ZEROS = Pat("constant", where=_is_const(0.0))
-_ANY = Pat.any()
-LN_RULES = [
-    Rule("layer_norm", LAYER_NORM, _fuse_norm("layer_norm")),
-    Rule("rms_norm", RMS_NORM, _fuse_norm("rms_norm")),
-    Rule("norm_scale", Pat("mul", Pat("layer_norm", _ANY, _ONES, _ZEROS, name="norm", one_use=True)
-                           | Pat("rms_norm", _ANY, _ONES, name="norm", one_use=True), Pat.any("w")),
-         _absorb_scale),
-    Rule("norm_shift", Pat("add", Pat("layer_norm", _ANY, _ANY, _ZEROS, name="norm", one_use=True),
-                           Pat.any("b")), _absorb_shift),
-]
-ADD_LN_RULES = [
-    Rule("add_layer_norm", Pat("layer_norm", Pat("add", Pat.any("a"), Pat.any("b"), name="sum",
-                                                 one_use=True), Pat.any(), Pat.any()),
-         _add_layer_norm),
-]
+FUSE_SOFTMAX = rule_pass("fuse_softmax", SOFTMAX_RULES, "written-out exp(x - max) / sum to softmax")
+FUSE_LAYER_NORM = rule_pass("fuse_layer_norm", LN_RULES,
+                            "written-out LayerNorm / RMSNorm to layer_norm / rms_norm",
+                            requires=("canonicalize", "cse"))
+FUSE_ADD_LAYER_NORM = rule_pass("fuse_add_layer_norm", ADD_LN_RULES, "layer_norm(a + b) to add_layer_norm",
+                                requires=("fuse_layer_norm",))

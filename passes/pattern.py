@@ -1,24 +1,33 @@
-"""The pattern language: declarative node patterns with captures, matched with backtracking.
+"""The pattern language: node patterns with captures, written like the math they match.
 
-A pattern describes a node and, optionally, its inputs::
+Patterns are built with operators and functions named like the ops, so a rule reads as the
+expression it matches::
 
-    QK = Pat("matmul", Pat.any("q"), Pat("transpose", Pat.any("k"), attrs={"perm": swaps_last_two}))
-    SCALED = Pat("mul", QK, Pat.const("scale")) | QK        # alternatives
-    SOFTMAX = Pat("softmax", SCALED, attrs={"axis": is_last_axis}, one_use=True)
+    X = Pat.any("x")
+    GELU_ERF = X * 0.5 * (erf(X * 0.7071) + 1)           # mul(mul(x, 0.5), add(erf(...), 1))
+    SOFTMAX = softmax(X, where=on_last_axis) | X          # alternatives
 
-* ``op`` is an op name, a tuple of names, or ``None`` (any node);
-* input patterns, when given, must match the node's inputs one for one; commutative ops (the
-  registry's ``commutative`` tag) also try their two inputs swapped;
-* ``name`` captures the node; a name used twice must capture the same node both times;
-* ``attrs`` maps attribute names to a value or a predicate; ``where`` is a predicate on the node
-  (types, shapes, anything); ``dtype`` restricts the element type;
-* ``one_use=True``: the node has exactly one user (graph outputs count as users).
+* ``+ - * / @ **`` and unary ``-`` build ``add sub mul div matmul pow neg`` patterns; a Python
+  number becomes a constant pattern, ``Pat.const(value=...)`` (every element equal to it, within
+  a relative 1e-6; ``exactly(v)`` for no tolerance, ``Pat.const(value=v, rtol=...)`` for more);
+* ``erf(p)``, ``where(c, a, b)``, ``transpose(p, perm=(1, 0))``, ... (the functions below) build
+  the op of that name; keyword arguments other than the ``Pat`` options test the attributes as the
+  op stores them (a normalized ``axis``: ``softmax(p, axis=1)``, not ``-1``);
+* the constructor form, ``Pat(op, *inputs, name=, attrs=, where=, dtype=, one_use=, commute=)``,
+  says what operators cannot: ``op`` may be a tuple of names or ``None`` (any node); ``name``
+  captures the node (a name used twice must capture the same node); ``attrs`` maps attribute
+  names to a value or a predicate; ``where`` is a predicate on the node; ``dtype`` restricts the
+  element type; ``one_use=True``: exactly one user (graph outputs count). ``p.having(...)`` adds
+  these options to a pattern built with operators;
+* commutative ops (the registry's ``commutative`` tag) also match their two inputs swapped, so
+  ``0.5 * X`` and ``X * 0.5`` match the same nodes.
 
 ``Pat.match(node, ctx)`` yields every way the pattern matches, as a ``Match``; a rewrite rule
 (see rewrite.py) takes the first one its rewrite function accepts.
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Callable, Iterator, Mapping
 
@@ -27,15 +36,20 @@ import numpy as np
 from graphdsl.graph import Node
 from graphdsl.registry import get
 
+DEFAULT_RTOL = 1e-6
+OPTIONS = ("name", "attrs", "where", "dtype", "one_use", "commute")
+
 
 class Pat:
     """A node pattern (see the module docstring)."""
 
-    def __init__(self, op: str | tuple | None = None, *inputs: "Pat", name: str | None = None,
+    __array_ufunc__ = None   # ``np.float32(2) * p`` builds a pattern, not an object array
+
+    def __init__(self, op: str | tuple | None = None, *inputs: "Pat | float", name: str | None = None,
                  attrs: Mapping[str, Any] | None = None, where: Callable[[Node], bool] | None = None,
                  dtype=None, one_use: bool = False, commute: bool | None = None):
         self.ops = None if op is None else ((op,) if isinstance(op, str) else tuple(op))
-        self.inputs = tuple(inputs) if inputs else None
+        self.inputs = tuple(lift(p) for p in inputs) if inputs else None
         self.name = name
         self.attrs = dict(attrs or {})
         self.where = where
@@ -50,20 +64,41 @@ class Pat:
         return Pat(None, name=name, **kw)
 
     @staticmethod
-    def const(name: str | None = None, value: float | None = None, *, rtol: float = 1e-6,
-              where: Callable[[float], bool] | None = None) -> "Pat":
+    def const(name: str | None = None, value: float | None = None, *, rtol: float = DEFAULT_RTOL,
+              where: Callable[[float], bool] | None = None) -> "Const":
         """A constant whose elements all equal one number (``value`` within ``rtol``, if given)."""
-        def check(node: Node) -> bool:
-            v = scalar_value(node)
-            if v is None:
-                return False
-            if value is not None and not close(v, value, rtol):
-                return False
-            return where is None or bool(where(v))
-        return Pat("constant", name=name, where=check)
+        return Const(name, value, rtol, where)
+
+    def having(self, **options) -> "Pat":
+        """This pattern with more options (``name``, ``where``, ``one_use``, ...; see ``Pat``)."""
+        unknown = set(options) - set(OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown pattern options {sorted(unknown)}; options: {', '.join(OPTIONS)}")
+        out = copy.copy(self)
+        for key, value in options.items():
+            setattr(out, key, {**self.attrs, **value} if key == "attrs" else value)
+        return out
+
+    # -- operators: the expression builds the pattern of the ops it names ----------------------
+    def __add__(self, other): return Pat("add", self, other)
+    def __radd__(self, other): return Pat("add", other, self)
+    def __sub__(self, other): return Pat("sub", self, other)
+    def __rsub__(self, other): return Pat("sub", other, self)
+    def __mul__(self, other): return Pat("mul", self, other)
+    def __rmul__(self, other): return Pat("mul", other, self)
+    def __truediv__(self, other): return Pat("div", self, other)
+    def __rtruediv__(self, other): return Pat("div", other, self)
+    def __matmul__(self, other): return Pat("matmul", self, other)
+    def __rmatmul__(self, other): return Pat("matmul", other, self)
+    def __pow__(self, other): return Pat("pow", self, other)
+    def __rpow__(self, other): return Pat("pow", other, self)
+    def __neg__(self): return Pat("neg", self)
 
     def __or__(self, other: "Pat") -> "Alt":
-        return Alt(self, other)
+        return Alt(self, lift(other))
+
+    def __ror__(self, other) -> "Alt":
+        return Alt(lift(other), self)
 
     # -- matching -----------------------------------------------------------------------------
     def root_ops(self) -> set[str] | None:
@@ -76,11 +111,64 @@ class Pat:
     def first(self, node: Node, ctx=None) -> "Match | None":
         return next(self.match(node, ctx), None)
 
+    def accepts(self, node: Node, ctx) -> bool:
+        """Whether ``node`` itself (not its inputs) passes this pattern's tests."""
+        if self.ops is not None and node.op not in self.ops:
+            return False
+        if self.dtype is not None and node.type.dtype != self.dtype:
+            return False
+        for key, want in self.attrs.items():
+            if key not in node.attrs:
+                return False
+            have = node.attrs[key]
+            if callable(want) and not isinstance(want, type):
+                if not want(have):
+                    return False
+            elif have != want:
+                return False
+        if self.where is not None and not self.where(node):
+            return False
+        if self.one_use and ctx is not None and ctx.num_users(node) != 1:
+            return False
+        return True
+
+    def signature(self) -> tuple:
+        """The pattern as nested tuples (predicates by identity): equal signatures, same pattern."""
+        inputs = None if self.inputs is None else tuple(p.signature() for p in self.inputs)
+        return ("pat", self.ops, inputs, self.name, tuple(sorted(self.attrs.items())), self.where,
+                self.dtype, self.one_use, self.commute)
+
     def __repr__(self):
         head = "|".join(self.ops) if self.ops else "_"
         args = ", ".join(map(repr, self.inputs)) if self.inputs is not None else ""
         name = f" as {self.name}" if self.name else ""
         return f"{head}({args}){name}"
+
+
+class Const(Pat):
+    """A constant node whose elements all equal one number (see ``Pat.const``)."""
+
+    def __init__(self, name: str | None, value: float | None, rtol: float,
+                 test: Callable[[float], bool] | None):
+        super().__init__("constant", name=name)
+        self.value, self.rtol, self.test = value, rtol, test
+
+    def accepts(self, node: Node, ctx) -> bool:
+        if not super().accepts(node, ctx):
+            return False
+        v = scalar_value(node)
+        if v is None:
+            return False
+        if self.value is not None and not close(v, self.value, self.rtol):
+            return False
+        return self.test is None or bool(self.test(v))
+
+    def signature(self) -> tuple:
+        return super().signature() + (self.value, self.rtol, self.test)
+
+    def __repr__(self):
+        value = "" if self.value is None else f"{self.value:g}"
+        return f"constant({value})" + (f" as {self.name}" if self.name else "")
 
 
 class Alt(Pat):
@@ -102,13 +190,57 @@ class Alt(Pat):
             out |= ops
         return out
 
+    def having(self, **options) -> "Alt":
+        """Each alternative with these options (an alternative matches as one of its options)."""
+        return Alt(*(p.having(**options) for p in self.options))
+
+    def signature(self) -> tuple:
+        return ("alt",) + tuple(p.signature() for p in self.options)
+
     def __repr__(self):
         return " | ".join(map(repr, self.options))
+
+
+def lift(p) -> Pat:
+    """A pattern as given, or a Python number as the constant pattern of that value."""
+    if isinstance(p, Pat):
+        return p
+    if isinstance(p, (bool, int, float, np.number)):
+        return Pat.const(value=float(p))
+    raise TypeError(f"a pattern input must be a Pat or a number, not {type(p).__name__}")
+
+
+def exactly(value: float, name: str | None = None) -> Const:
+    """A constant equal to ``value`` with no tolerance (``x * 1``, ``x + 0``, ``m & True``)."""
+    return Pat.const(name, value, rtol=0)
 
 
 def opt(op: str, inner: Pat, **kw) -> Pat:
     """``inner``, or ``op(inner)`` around it: an optional wrapper such as a cast."""
     return Pat(op, inner, **kw) | inner
+
+
+# -- functions named like the ops: erf(p), where(c, a, b), softmax(p, axis=...) ------------------
+def op_pattern(op: str) -> Callable[..., Pat]:
+    """The builder of ``op`` patterns: inputs positional, ``Pat`` options and attribute tests by
+    keyword (``softmax(p, axis=-1, name="sm")``)."""
+    def build(*inputs, **kw) -> Pat:
+        options = {k: kw.pop(k) for k in OPTIONS if k in kw}
+        options["attrs"] = {**options.get("attrs", {}), **kw}
+        return Pat(op, *inputs, **options)
+    build.__name__ = build.__qualname__ = op
+    build.__doc__ = f"The pattern of a ``{op}`` node on these inputs."
+    return build
+
+
+erf, tanh, exp, sqrt, rsqrt = (op_pattern(n) for n in ("erf", "tanh", "exp", "sqrt", "rsqrt"))
+cast, reshape, transpose, broadcast_to = (op_pattern(n) for n in ("cast", "reshape", "transpose",
+                                                                   "broadcast_to"))
+softmax, dropout, layer_norm, rms_norm = (op_pattern(n) for n in ("softmax", "dropout", "layer_norm",
+                                                                   "rms_norm"))
+mean, max_, sum_ = op_pattern("mean"), op_pattern("max"), op_pattern("sum")  # max_/sum_: not the builtins
+where, equal, not_equal = op_pattern("where"), op_pattern("equal"), op_pattern("not_equal")
+logical_and, logical_or = op_pattern("logical_and"), op_pattern("logical_or")
 
 
 class Match:
@@ -156,7 +288,7 @@ def _match(pat: Pat, node: Node, caps: dict, nodes: tuple, ctx) -> Iterator[tupl
         return
     if pat.name is not None and pat.name in caps and caps[pat.name] is not node:
         return
-    if not _node_ok(pat, node, ctx):
+    if not pat.accepts(node, ctx):
         return
     if pat.name is not None:
         caps = {**caps, pat.name: node}
@@ -180,27 +312,6 @@ def _match_all(pats, inputs, caps, nodes, ctx):
         return
     for caps1, nodes1 in _match(pats[0], inputs[0], caps, nodes, ctx):
         yield from _match_all(pats[1:], inputs[1:], caps1, nodes1, ctx)
-
-
-def _node_ok(pat: Pat, node: Node, ctx) -> bool:
-    if pat.ops is not None and node.op not in pat.ops:
-        return False
-    if pat.dtype is not None and node.type.dtype != pat.dtype:
-        return False
-    for key, want in pat.attrs.items():
-        if key not in node.attrs:
-            return False
-        have = node.attrs[key]
-        if callable(want) and not isinstance(want, type):
-            if not want(have):
-                return False
-        elif have != want:
-            return False
-    if pat.where is not None and not pat.where(node):
-        return False
-    if pat.one_use and ctx is not None and ctx.num_users(node) != 1:
-        return False
-    return True
 
 
 def _commutes(pat: Pat, node: Node) -> bool:
@@ -236,4 +347,7 @@ def close(a: float, b: float, rtol: float) -> bool:
     return abs(a - b) <= rtol * max(abs(a), abs(b))
 
 
-__all__ = ["Pat", "Alt", "opt", "Match", "scalar_value", "close"]
+__all__ = ["Pat", "Const", "Alt", "Match", "lift", "exactly", "opt", "op_pattern", "scalar_value", "close",
+           "erf", "tanh", "exp", "sqrt", "rsqrt", "cast", "reshape", "transpose", "broadcast_to", "softmax",
+           "dropout", "layer_norm", "rms_norm", "mean", "max_", "sum_", "where", "equal", "not_equal",
+           "logical_and", "logical_or"]

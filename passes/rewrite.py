@@ -67,38 +67,41 @@ def constant(value, dtype) -> Tensor:
 
 
 class Context:
-    """What a sweep knows about users, and the counters rules report into."""
+    """What a sweep knows about users, and the counters rules report into.
+
+    ``origin`` maps every node of the sweep, old or rebuilt, to the node of the starting graph
+    whose users it has (None: unknown, once an existing node took over other users too).
+    """
 
     def __init__(self, graph: Graph, counts: Counter):
-        self.users: dict[int, list] = graph.users()
+        self.users: dict[Node, list[Node | None]] = graph.users()
         for out in graph.outputs.values():
-            self.users[id(out)].append(None)  # a graph output is a user outside any match
-        self.origin: dict[int, int] = {id(n): id(n) for n in graph.nodes}
-        self.keep: list[Node] = []            # keeps rebuilt nodes alive so their ids stay unique
+            self.users[out].append(None)  # a graph output is a user outside any match
+        self.origin: dict[Node, Node | None] = {n: n for n in graph.nodes}
         self.counts = counts
 
     def adopt(self, new: Node, old: Node) -> None:
         """``new`` stands for ``old`` (a rebuild or a replacement): it has ``old``'s users."""
-        if id(new) in self.origin:       # an existing node took more users: no longer known
-            self.origin[id(new)] = -1
+        if new in self.origin:       # an existing node took more users: no longer known
+            self.origin[new] = None
             return
-        self.origin[id(new)] = self.origin.get(id(old), -1)
-        self.keep.append(new)
+        self.origin[new] = self.origin.get(old)
 
-    def _users_of(self, node: Node) -> list | None:
-        oid = self.origin.get(id(node), -1)
-        return None if oid == -1 else self.users.get(oid)
+    def users_of(self, node: Node) -> list[Node | None] | None:
+        """The users ``node`` stands for in the starting graph, or None when they are unknown."""
+        origin = self.origin.get(node)
+        return None if origin is None else self.users.get(origin)
 
     def num_users(self, node: Node) -> int | None:
-        users = self._users_of(node)
+        users = self.users_of(node)
         return None if users is None else len(users)
 
     def contained(self, root: Node, interior: Iterable[Node]) -> bool:
         interior = list(interior)
-        inside = {self.origin.get(id(n), -2) for n in interior + [root]}
+        inside = {self.origin.get(n) for n in interior + [root]}
         for n in interior:
-            users = self._users_of(n)
-            if users is None or any(u is None or id(u) not in inside for u in users):
+            users = self.users_of(n)
+            if users is None or any(u is None or u not in inside for u in users):
                 return False
         return True
 
@@ -130,12 +133,12 @@ def rewrite(graph: Graph, rules: Iterable[Rule], *, max_sweeps: int = MAX_SWEEPS
 
 def _sweep(graph: Graph, by_op, anywhere, counts: Counter) -> tuple[Graph, bool]:
     ctx = Context(graph, counts)
-    mapping: dict[int, Node] = {}
+    mapping: dict[Node, Node] = {}
     changed = False
     for node in graph.nodes:
         if node.is_source:
             continue
-        inputs = [mapping.get(id(i), i) for i in node.inputs]
+        inputs = [mapping.get(i, i) for i in node.inputs]
         cur = node
         if any(a is not b for a, b in zip(inputs, node.inputs)):
             cur = node.replace(inputs=inputs)
@@ -147,10 +150,10 @@ def _sweep(graph: Graph, by_op, anywhere, counts: Counter) -> tuple[Graph, bool]
             ctx.adopt(new, cur)
             cur, changed = new, True
         if cur is not node:
-            mapping[id(node)] = cur
+            mapping[node] = cur
     if not mapping:
         return graph, changed
-    outputs = {k: mapping.get(id(v), v) for k, v in graph.outputs.items()}
+    outputs = {k: mapping.get(v, v) for k, v in graph.outputs.items()}
     return Graph(outputs, name=graph.name, sources=graph.sources(), meta=graph.meta), changed
 
 

@@ -8,31 +8,24 @@ the attention op takes K untransposed, which is where a transpose mattered (see 
 """
 from __future__ import annotations
 
-from graphdsl import ops
-from graphdsl.graph import Node
-
-from .pattern import Pat
+from .canonicalize import swap_last_two
+from .manager import rule_pass
+from .pattern import Pat, transpose
+from .predicates import swaps_last_two
 from .rewrite import Rule
 
+A_T = transpose(Pat.any("a"), where=swaps_last_two, one_use=True)
+B_T = transpose(Pat.any("b"), where=swaps_last_two, one_use=True)
 
-def swaps_last_two(node: Node) -> bool:
-    r = node.type.rank
-    return r >= 2 and node.attrs["perm"] == tuple(range(r - 2)) + (r - 1, r - 2)
-
-
-def swap_last_two(t):
-    """Graph code: ``t`` with its last two axes swapped."""
-    r = t.ndim
-    return ops.transpose(t, perm=tuple(range(r - 2)) + (r - 1, r - 2))
+RULES = [
+    # a^T @ b^T  ->  (b @ a)^T
+    Rule("matmul_of_transposes", A_T @ B_T, lambda m: transposed_product(m)),
+]
 
 
-def _fold(m):
+def transposed_product(m):
     out = swap_last_two(m.t("b") @ m.t("a"))
     return out if out.type == m.root.type else None
 
 
-_T = dict(where=swaps_last_two, one_use=True)
-RULES = [
-    Rule("matmul_of_transposes", Pat("matmul", Pat("transpose", Pat.any("a"), **_T),
-                                     Pat("transpose", Pat.any("b"), **_T)), _fold),
-]
+FOLD_TRANSPOSES = rule_pass("fold_transposes", RULES, "a^T @ b^T to (b @ a)^T")

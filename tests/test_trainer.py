@@ -199,7 +199,7 @@ def test_default_trainer_fuses_attention_and_trains_like_the_traced_graph():
     assert attention_ops(fused.step_graph) == {"attention": 2, "attention_grad": 6, "softmax": 2}
     assert attention_ops(traced.step_graph) == {"attention": 0, "attention_grad": 0, "softmax": 4}
     # the forward keeps no softmax; the step's two are the cross-entropy gradients (MLM, NSP), not attention
-    assert fused.fused_ops["attention"] == 2 and fused.pass_report.attention_summary()["softmax_left"] == 0
+    assert fused.fused_ops["attention"] == 2 and fused.pass_report.summary("attention")["softmax_left"] == 0
     assert traced.loss_graph.op_counts()["softmax"] == 2
     assert traced.fused_ops == {} and traced.pass_report.passes == [] and traced.pass_report.graph is traced.loss_graph
 
