@@ -5,9 +5,10 @@ kernels clip instead (a bad index never reads outside a buffer), and these check
 reference's error after the call. A RangeCheck reads the [min, max] of the indices that the module
 returns as an extra output; a SliceCheck needs only the sizes of the symbolic dims.
 
-The checks are plain data and import no TVM: the onnxruntime backend makes the same ones
+The checks are plain data and import no TVM, so they live here, beside both backends that make
+them: the TVM rows (backends/tvm/rules) and the onnxruntime backend make the same ones
 (``index_check`` and ``slice_check_for`` say which nodes need one), and so does ``check_nan``
-(``NanCheck``) for both backends.
+(``NanCheck``) for both.
 """
 from __future__ import annotations
 
@@ -188,7 +189,7 @@ class NanCheck:
 
     def _reference_run(self, arrays: dict, env: dict) -> None:
         if self._reference is None:
-            from ..numpy_backend import NumpyExecutable
+            from .numpy_backend import NumpyExecutable
             self._reference = NumpyExecutable(self.graph, check_nan=True)
         self._reference.run(arrays, env)
 

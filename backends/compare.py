@@ -21,6 +21,8 @@ import numpy as np
 from graphdsl.errors import GraphDSLError
 from graphdsl.graph import Graph
 
+from .targets import compile as compile_graph
+
 # (atol, rtol) each target is held to against the reference, unless the caller says otherwise.
 TOLERANCES = {"numpy": (0.0, 0.0), "llvm": (1e-4, 1e-3), "cuda": (1e-4, 1e-3), "onnxruntime": (1e-4, 1e-3)}
 
@@ -29,7 +31,6 @@ def compare(graph: Graph, targets: Sequence[str] = ("numpy", "llvm"), inputs: Ma
             reference: str = "numpy", tolerances: Mapping[str, tuple[float, float]] | None = None,
             repeat: int = 5, options: Mapping[str, Mapping] | None = None) -> dict:
     """Compile ``graph`` for ``reference`` and each of ``targets``, run all on ``inputs``, compare."""
-    from . import compile as compile_graph
     if inputs is None:
         raise GraphDSLError("compare() needs inputs: a dict of arrays for every input and parameter",
                             hint=f"the graph takes {list(graph.inputs) + list(graph.params)}")

@@ -1,18 +1,82 @@
 """The NumPy reference backend: the semantics every other backend is tested against.
 
-``compile`` turns the graph into a flat list of steps (the op's reference function, its input
-slots and its attributes) once, so a call is one tight loop over NumPy calls. Values are dropped
-after their last use, so a training step does not hold every activation twice.
+A call is a walk of ``graphdsl.interpreter.Interpreter`` whose ``call`` hook runs the op's NumPy
+reference. What does not change between calls is planned once at compile time, keyed by node: each
+op node's reference function, its attributes (and whether any holds a symbolic dim to resolve for
+the call), and the inputs whose last use it is. Those values leave the env as soon as the node has
+run, so a training step does not hold every activation twice.
 """
 from __future__ import annotations
+
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 from graphdsl.errors import GraphDSLError, InputError, LoweringError
-from graphdsl.graph import Graph
+from graphdsl.graph import Graph, Node
+from graphdsl.interpreter import Interpreter
 from graphdsl.registry import get
 
 from .base import Executable, has_symbolic, resolve_attr
+
+
+class Step(NamedTuple):
+    """What running one op node needs, decided at compile time."""
+
+    ref: Callable
+    attrs: dict
+    symbolic: bool          # some attribute holds a symbolic dim: resolve it for each call
+    frees: tuple            # input nodes whose value is not needed after this node
+
+
+def plan(graph: Graph) -> dict[Node, Step]:
+    """The step of every op node; an op without a reference implementation fails here."""
+    last_use: dict[Node, Node | None] = {}
+    for node in graph.nodes:
+        for inp in node.inputs:
+            last_use[inp] = node
+    for out in graph.outputs.values():
+        last_use[out] = None          # outputs live to the end
+    steps: dict[Node, Step] = {}
+    for node in graph.nodes:
+        if node.is_source:
+            continue
+        op = get(node.op)
+        if op.ref is None:
+            raise LoweringError("has no reference implementation", op=node.op, loc=node.loc)
+        attrs = dict(node.attrs)
+        frees = tuple(i for i in dict.fromkeys(node.inputs) if last_use[i] is node)
+        steps[node] = Step(op.ref, attrs, any(has_symbolic(v) for v in attrs.values()), frees)
+    return steps
+
+
+class ReferenceInterpreter(Interpreter):
+    """One call of the reference backend: ``dims`` holds the size of each symbolic dim."""
+
+    def __init__(self, graph: Graph, steps: dict[Node, Step], dims: dict[str, int], check_nan: bool):
+        super().__init__(graph)
+        self.steps = steps
+        self.dims = dims
+        self.check_nan = check_nan
+
+    def call(self, node: Node, args: list):
+        ref, attrs, symbolic, frees = self.steps[node]
+        if symbolic:
+            attrs = {k: resolve_attr(v, self.dims) for k, v in attrs.items()}
+        try:
+            out = ref(*args, **attrs)
+        except GraphDSLError as e:
+            raise e.with_loc(node.loc) from None
+        except Exception as e:  # a reference bug or a data-dependent failure: say where
+            raise GraphDSLError(f"failed at run time on inputs ({_shapes(args)}): {type(e).__name__}: {e}",
+                                op=node.op, loc=node.loc) from e
+        if self.check_nan and _has_new_nan(out, args):
+            raise GraphDSLError(f"produced NaN at {_first_nan(out)} from inputs without NaN "
+                                f"({_shapes(args)})", op=node.op, loc=node.loc,
+                                hint="look for log/sqrt of negatives, 0/0, or inf - inf")
+        for dead in frees:
+            del self.env[dead]
+        return out
 
 
 class NumpyExecutable(Executable):
@@ -21,33 +85,7 @@ class NumpyExecutable(Executable):
     def __init__(self, graph: Graph, check_nan: bool = False):
         super().__init__(graph)
         self.check_nan = check_nan
-        slot = {id(n): i for i, n in enumerate(graph.nodes)}
-        self._n = len(graph.nodes)
-        self._sources = []  # (slot, name) for inputs/params, (slot, array) for constants
-        self._constants = []
-        self._steps = []
-        last_use = {}
-        for i, node in enumerate(graph.nodes):
-            for inp in node.inputs:
-                last_use[slot[id(inp)]] = i
-        for out in graph.outputs.values():
-            last_use[slot[id(out)]] = self._n
-        for i, node in enumerate(graph.nodes):
-            if node.op in ("input", "param"):
-                self._sources.append((i, node.attrs["name"]))
-                continue
-            if node.op == "constant":
-                self._constants.append((i, node.attrs["value"]))
-                continue
-            op = get(node.op)
-            if op.ref is None:
-                raise LoweringError("has no reference implementation", op=node.op, loc=node.loc)
-            attrs = dict(node.attrs)
-            symbolic = any(has_symbolic(v) for v in attrs.values())
-            frees = tuple(j for j in {slot[id(x)] for x in node.inputs} if last_use.get(j) == i)
-            self._steps.append((i, op.ref, tuple(slot[id(x)] for x in node.inputs), attrs, symbolic,
-                                frees, node))
-        self._outputs = [(k, slot[id(v)]) for k, v in graph.outputs.items()]
+        self.steps = plan(graph)
 
     def run(self, arrays, env):
         if self.check_nan:
@@ -55,31 +93,13 @@ class NumpyExecutable(Executable):
                 if arr.dtype.kind == "f" and np.isnan(arr).any():
                     raise InputError(f"input {name!r} contains NaN at {_first_nan(arr)}",
                                      hint="check_nan=True rejects NaN inputs")
-        vals: list = [None] * self._n
-        for i, name in self._sources:
-            vals[i] = arrays[name]
-        for i, value in self._constants:
-            vals[i] = value
-        for i, ref, ins, attrs, symbolic, frees, node in self._steps:
-            if symbolic:
-                attrs = {k: resolve_attr(v, env) for k, v in attrs.items()}
-            try:
-                with np.errstate(all="ignore"):
-                    vals[i] = ref(*[vals[j] for j in ins], **attrs)
-            except GraphDSLError as e:
-                raise e.with_loc(node.loc) from None
-            except Exception as e:  # a reference bug or a data-dependent failure: say where
-                shapes = ", ".join(f"{vals[j].dtype}{list(vals[j].shape)}" for j in ins)
-                raise GraphDSLError(f"failed at run time on inputs ({shapes}): {type(e).__name__}: {e}",
-                                    op=node.op, loc=node.loc) from e
-            if self.check_nan and _has_new_nan(vals[i], [vals[j] for j in ins]):
-                shapes = ", ".join(f"{vals[j].dtype}{list(vals[j].shape)}" for j in ins)
-                raise GraphDSLError(f"produced NaN at {_first_nan(vals[i])} from inputs without NaN "
-                                    f"({shapes})", op=node.op, loc=node.loc,
-                                    hint="look for log/sqrt of negatives, 0/0, or inf - inf")
-            for j in frees:
-                vals[j] = None
-        return {k: vals[j] for k, j in self._outputs}
+        walk = ReferenceInterpreter(self.graph, self.steps, env, self.check_nan)
+        with np.errstate(all="ignore"):
+            return walk.run(arrays)
+
+
+def _shapes(arrays) -> str:
+    return ", ".join(f"{a.dtype}{list(a.shape)}" for a in arrays)
 
 
 def _has_new_nan(out, ins) -> bool:

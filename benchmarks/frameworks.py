@@ -6,7 +6,8 @@ Sections (``--only`` picks one):
               graph and on the graph as traced, numpy, PyTorch eager, ONNX Runtime on our export, and
               ONNX Runtime with its transformer optimizer on a torch.onnx export.
   tiny-fwd    BERT-tiny forward, batch 1, seq 128 (the zoo's max_position raised to 128): llvm,
-              ONNX Runtime on our export and with its transformer optimizer, PyTorch eager.
+              llvm with the generic LayerNorm rows instead of the one-kernel ones (issue 12), ONNX
+              Runtime on our export and with its transformer optimizer, PyTorch eager.
   mini-train  BERT-mini MLM + NSP training step with AdamW, batch 8, seq 128: llvm on the train-step
               graph (graphdsl.optim.make_train_step of the level-2 optimized loss graph) against
               PyTorch eager forward + backward + AdamW step.
@@ -139,6 +140,16 @@ def zoo_model(name: str, seq: int, vocab: int | None = None):
     return spec, config, module, module.init(seed=0)
 
 
+def generic_layer_norm_build(graph):
+    """``graph`` for llvm with the one-kernel LayerNorm rows (kernels/norm.py) disabled, so both
+    norms take their generic lowering (uncached: the cache key does not know the rows)."""
+    from backends.tvm.rules.fused import add_layer_norm_kernel
+    from backends.tvm.rules.nn import layer_norm_kernel
+    from backends.tvm.table import TVM
+    with TVM.disabled(layer_norm_kernel, add_layer_norm_kernel):
+        return backends.compile(graph, "llvm", cache=False)
+
+
 def torch_model(config, params, attention: str | None = None):
     """transformers' BertForPreTraining with our weights (hf_state_dict), dropout off;
     ``attention`` picks transformers' attention implementation (default: its own choice, sdpa)."""
@@ -216,6 +227,10 @@ def forward_section(section: str, name: str, batch_size: int, seq: int, reps: in
     exes["llvm (passes level 2)"], build["llvm (passes level 2)"] = timed_build(
         lambda: backends.compile(optimized, "llvm"))
     notes["llvm (passes level 2)"] = f"passes {passes_s:.2f} s"
+    if not full:   # issue 12: the one-kernel LayerNorms against the generic rows they replace
+        k = "llvm (passes level 2, generic LayerNorm)"
+        exes[k], build[k] = timed_build(lambda: generic_layer_norm_build(optimized))
+        notes[k] = "the layer_norm/add_layer_norm kernel rows disabled"
     if full:
         exes["llvm (no passes)"], build["llvm (no passes)"] = timed_build(lambda: backends.compile(graph, "llvm"))
         exes["numpy"], build["numpy"] = timed_build(lambda: backends.compile(graph, "numpy"))
@@ -264,6 +279,10 @@ def forward_section(section: str, name: str, batch_size: int, seq: int, reps: in
         ratio(f"{section}: llvm / numpy", llvm, medians["numpy"], "")
     else:
         ratio(f"{section}: llvm / onnxruntime (our export)", llvm, medians["onnxruntime (our export)"], "<= 1.0")
+        generic = medians["llvm (passes level 2, generic LayerNorm)"]
+        ratio(f"{section}: llvm / llvm with the generic LayerNorm", llvm, generic, "< 1.0")
+        ratio(f"{section}: llvm with the generic LayerNorm / onnxruntime (our export)", generic,
+              medians["onnxruntime (our export)"], "")
         ratio(f"{section}: llvm / onnxruntime (transformer optimizer)", llvm, medians.get(fused), "<= 1.0")
 
 

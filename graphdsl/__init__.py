@@ -1,7 +1,7 @@
 """graphdsl: declare Transformer models in a small symbolic DSL, optimize the graph, compile it."""
 from __future__ import annotations
 
-from . import dtypes, nn, ops, optim
+from . import dtypes, interpreter, nn, ops, optim  # noqa: F401  (interpreter binds graph(x=...))
 from .autodiff import grad
 from .dtypes import bfloat16, bool_, float16, float32, float64, int32, int64
 from .errors import GraphDSLError, ShapeError, TypeError_

@@ -22,7 +22,7 @@ _DOT_STYLE = {
 
 def _label(node, names) -> str:
     if node.op in ("input", "param"):
-        return f"{names[id(node)][1:]}\n{node.type}"
+        return f"{names[node][1:]}\n{node.type}"
     if node.op == "constant":
         return f"constant {format_constant(node.attrs.get('value'))}\n{node.type}"
     return f"{node.op}\n{node.type}"
@@ -39,17 +39,17 @@ def to_networkx(graph):
     """
     import networkx as nx
     names = value_names(graph)
-    outputs: dict[int, list[str]] = {}
+    outputs: dict = {}   # node -> the output names it provides
     for k, v in graph.outputs.items():
-        outputs.setdefault(id(v), []).append(k)
-    g = nx.DiGraph(name=graph.name, outputs={k: names[id(v)] for k, v in graph.outputs.items()})
+        outputs.setdefault(v, []).append(k)
+    g = nx.DiGraph(name=graph.name, outputs={k: names[v] for k, v in graph.outputs.items()})
     for node in graph.nodes:
-        g.add_node(names[id(node)], op=node.op, type=str(node.type), label=_label(node, names),
-                   kind=_kind(node), outputs=tuple(outputs.get(id(node), ())))
+        g.add_node(names[node], op=node.op, type=str(node.type), label=_label(node, names),
+                   kind=_kind(node), outputs=tuple(outputs.get(node, ())))
     for node in graph.nodes:
-        dst = names[id(node)]
+        dst = names[node]
         for pos, inp in enumerate(node.inputs):
-            src = names[id(inp)]
+            src = names[inp]
             if g.has_edge(src, dst):
                 g.edges[src, dst]["positions"] += (pos,)
             else:
@@ -67,16 +67,16 @@ def to_dot(graph) -> str:
     names = value_names(graph)
     lines = [f"digraph {_dot_str(graph.name)} {{", "  rankdir=TB;", '  node [fontname="monospace"];']
     for node in graph.nodes:
-        lines.append(f"  {_dot_str(names[id(node)])} [label={_dot_str(_label(node, names))}, "
+        lines.append(f"  {_dot_str(names[node])} [label={_dot_str(_label(node, names))}, "
                      f"{_DOT_STYLE[_kind(node)]}];")
     for node in graph.nodes:
         for pos, inp in enumerate(node.inputs):
             extra = f' [label="{pos}"]' if len(node.inputs) > 1 else ""
-            lines.append(f"  {_dot_str(names[id(inp)])} -> {_dot_str(names[id(node)])}{extra};")
+            lines.append(f"  {_dot_str(names[inp])} -> {_dot_str(names[node])}{extra};")
     for k, v in graph.outputs.items():
         out_id = _dot_str(f"output:{k}")
         lines.append(f"  {out_id} [label={_dot_str(quote_name(k))}, {_DOT_STYLE['output']}];")
-        lines.append(f"  {_dot_str(names[id(v)])} -> {out_id};")
+        lines.append(f"  {_dot_str(names[v])} -> {out_id};")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

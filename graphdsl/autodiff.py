@@ -1,8 +1,9 @@
 """Reverse-mode autodiff over the graph: ``grad(graph, wrt=...)`` builds a new graph.
 
-The new graph recomputes the forward pass (inlined), then walks the nodes between the ``wrt``
-sources and the loss in reverse order, calling each op's VJP rule. VJP rules are graph code, so
-the gradient graph is an ordinary graph: printable, optimizable, compilable on every backend.
+The new graph recomputes the forward pass (a ``Replay`` of the graph, its sources pre-bound to the
+new graph's), then walks the nodes between the ``wrt`` sources and the loss in reverse order,
+calling each op's VJP rule. VJP rules are graph code, so the gradient graph is an ordinary graph:
+printable, optimizable, compilable on every backend. Every map is keyed by ``Node``.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Iterable
 
 from .errors import GraphError, TypeError_
 from .graph import Graph, Node
+from .interpreter import Replay
 from .registry import get
 from .tracing import Builder, Tensor, current_builder, tracing
 
@@ -42,27 +44,22 @@ def grad(graph: Graph, wrt: Iterable[str] | None = None, loss: str | None = None
 
     b = Builder()
     with tracing(b):
-        env: dict[int, Tensor] = {}
-        for node in graph.sources():
-            if node.op == "input":
-                env[id(node)] = b.input(node.attrs["name"], node.type)
-            else:
-                env[id(node)] = b.param(node.attrs["name"], node.type)
-        for node in graph.nodes:
-            if id(node) not in env:
-                env[id(node)] = Tensor(node.replace(inputs=[env[id(i)].node for i in node.inputs]))
+        fresh = {node: (b.input if node.op == "input" else b.param)(node.attrs["name"], node.type)
+                 for node in graph.sources()}   # in declaration order: the new graph keeps it
+        forward = Replay(graph)
+        forward.run(env=fresh)
+        env: dict[Node, Tensor] = forward.env
         grads = _backward(graph, env, loss_node, [sources[w] for w in wrt])
 
         outputs: dict[str, Node] = {}
         if keep_outputs:
-            outputs.update({k: env[id(v)].node for k, v in graph.outputs.items()})
+            outputs.update({k: env[v].node for k, v in graph.outputs.items()})
         else:
-            outputs[loss] = env[id(loss_node)].node
+            outputs[loss] = env[loss_node].node
         for w in wrt:
-            g = grads.get(id(sources[w]))
+            g = grads.get(sources[w])
             if g is None:  # the loss does not depend on w
-                from .ops.creation import zeros_like
-                g = zeros_like(env[id(sources[w])])
+                g = _full_like(env[sources[w]], 0)
             outputs[GRAD_PREFIX + w] = g.node
     return Graph(outputs, name=name or f"{graph.name}_grad", sources=b.sources, meta=graph.meta)
 
@@ -80,49 +77,53 @@ def _pick_loss(graph: Graph, loss: str | None) -> str:
                      hint="pass loss='name'")
 
 
-def _backward(graph: Graph, env: dict[int, Tensor], loss: Node, wrt: list[Node]) -> dict[int, Tensor]:
-    """Cotangents of ``wrt`` nodes (by id of the original node), as tensors in the new graph."""
+def _full_like(t: Tensor, value) -> Tensor:
+    """A tensor like ``t`` filled with ``value`` (the op by name: the ops sit above autodiff)."""
+    return get("full")(shape=tuple(t.shape), value=value, dtype=t.dtype)
+
+
+def _backward(graph: Graph, env: dict[Node, Tensor], loss: Node, wrt: list[Node]) -> dict[Node, Tensor]:
+    """Cotangents of the ``wrt`` nodes (keyed by the original node), as tensors in the new graph."""
     # Only nodes on a path from some wrt source to the loss need a cotangent.
-    wanted = {id(n) for n in wrt}
-    depends: set[int] = set()
+    wanted = set(wrt)
+    depends: set[Node] = set()
     for node in graph.nodes:
-        if id(node) in wanted or any(id(i) in depends for i in node.inputs):
-            depends.add(id(node))
-    if id(loss) not in depends:
+        if node in wanted or any(i in depends for i in node.inputs):
+            depends.add(node)
+    if loss not in depends:
         return {}
-    from .ops.creation import ones_like
-    cot: dict[int, Tensor] = {id(loss): ones_like(env[id(loss)])}
+    cot: dict[Node, Tensor] = {loss: _full_like(env[loss], 1)}
     for node in reversed(graph.nodes):
-        g = cot.pop(id(node), None) if id(node) not in wanted else cot.get(id(node))
+        g = cot.pop(node, None) if node not in wanted else cot.get(node)
         if g is None or node.is_source:
             continue
         op = get(node.op)
         if not op.differentiable:
             continue
-        ins = [env[id(i)] for i in node.inputs]
+        ins = [env[i] for i in node.inputs]
         if op.vjp is None:
             raise GraphError(f"op {node.op!r} has no gradient rule", op=node.op, loc=node.loc)
         builder = current_builder()
         builder.loc_override = node.loc
         try:
-            in_grads = op.vjp(g, env[id(node)], *ins, **dict(node.attrs))
+            in_grads = op.vjp(g, env[node], *ins, **dict(node.attrs))
         finally:
             builder.loc_override = None
         if len(in_grads) != len(ins):
             raise GraphError(f"vjp of {node.op} returned {len(in_grads)} gradients for {len(ins)} inputs")
         for inp, gi in zip(node.inputs, in_grads):
-            if gi is None or id(inp) not in depends or not inp.type.dtype.is_float:
+            if gi is None or inp not in depends or not inp.type.dtype.is_float:
                 continue
             if gi.type != inp.type:
                 raise GraphError(f"vjp of {node.op} gave {gi.type} for an input of type {inp.type}",
                                  op=node.op, loc=node.loc)
-            prev = cot.get(id(inp))
+            prev = cot.get(inp)
             if prev is None:
-                cot[id(inp)] = gi
+                cot[inp] = gi
                 continue
             builder.loc_override = node.loc  # a sum of two uses' gradients is located at the use adding it
             try:
-                cot[id(inp)] = prev + gi
+                cot[inp] = prev + gi
             finally:
                 builder.loc_override = None
     return {i: cot[i] for i in wanted if i in cot}

@@ -26,6 +26,7 @@ The type lives in the core, not in ``backends/``, because the ONNX importer (a f
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -97,6 +98,22 @@ class LoweringTable:
             if row.when(cx, node):
                 return row
         return None
+
+    @contextlib.contextmanager
+    def disabled(self, *fns: Callable):
+        """Within the block, the rows calling one of ``fns`` are not chosen: a benchmark or a test
+        compares a kernel's row with the rows below it (compile with ``cache=False`` then: the
+        compile cache knows the graph, not the table)."""
+        saved = {k: list(rows) for k, rows in self._rows.items()}
+        unknown = [f for f in fns if not any(r.fn is f for rows in saved.values() for r in rows)]
+        if unknown:
+            raise ValueError(f"{self.name} table: no row calls {', '.join(map(repr, unknown))}")
+        try:
+            for k, rows in saved.items():
+                self._rows[k] = [r for r in rows if r.fn not in fns]
+            yield self
+        finally:
+            self._rows = saved
 
     def stale(self, known: Iterable[str]) -> list[str]:
         """Keys with rows that are not in ``known`` (ops that no longer exist)."""

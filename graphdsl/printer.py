@@ -24,6 +24,7 @@ import numpy as np
 from . import dtypes as _dt
 from .dtypes import DType
 from .errors import GraphDSLError, UnknownOpError
+from .node import Node
 from .types import Dim
 
 INLINE_CONSTANT_MAX = 8   # constants with at most this many elements print their values
@@ -38,15 +39,15 @@ def quote_name(name: str) -> str:
     return name if isinstance(name, str) and _PLAIN_NAME.fullmatch(name) else json.dumps(str(name))
 
 
-def value_names(graph) -> dict[int, str]:
-    """id(node) -> its printed SSA name: ``%x`` for inputs/params, ``%0``, ``%1``, ... for the rest."""
-    names: dict[int, str] = {}
+def value_names(graph) -> dict[Node, str]:
+    """node -> its printed SSA name: ``%x`` for inputs/params, ``%0``, ``%1``, ... for the rest."""
+    names: dict[Node, str] = {}
     counter = 0
     for node in graph.nodes:
         if node.op in ("input", "param"):
-            names[id(node)] = "%" + quote_name(node.attrs.get("name", "?"))
+            names[node] = "%" + quote_name(node.attrs.get("name", "?"))
         else:
-            names[id(node)] = f"%{counter}"
+            names[node] = f"%{counter}"
             counter += 1
     return names
 
@@ -114,19 +115,19 @@ def _ordered_attrs(node) -> list[tuple[str, object]]:
     return [(k, node.attrs[k]) for k in declared + rest]
 
 
-def format_node(node, names: dict[int, str]) -> str:
+def format_node(node, names: dict[Node, str]) -> str:
     """``%3: f32[batch,64] = add(%1, %2)``; inputs not in ``names`` print as ``%?``."""
-    target = names.get(id(node), "%?")
+    target = names.get(node, "%?")
     if node.op == "constant" and set(node.attrs) == {"value"}:
         args = [format_constant(node.attrs["value"])]
     else:
-        args = [names.get(id(i), "%?") for i in node.inputs]
+        args = [names.get(i, "%?") for i in node.inputs]
         args += [f"{k}={format_attr(v)}" for k, v in _ordered_attrs(node)]
     return f"{target}: {node.type} = {node.op}({', '.join(args)})"
 
 
 def _source_list(nodes, names) -> str:
-    return ", ".join(f"{names[id(n)]}: {n.type}" for n in nodes)
+    return ", ".join(f"{names[n]}: {n.type}" for n in nodes)
 
 
 def format_graph(graph, locs: bool = True) -> str:
@@ -137,7 +138,7 @@ def format_graph(graph, locs: bool = True) -> str:
         params = f" params({_source_list(graph.params.values(), names)})"
         if len(head) + len(params) > HEADER_WIDTH_MAX:  # one parameter per line
             params = " params(\n" + "".join(
-                f"    {names[id(n)]}: {n.type},\n" for n in graph.params.values()) + ")"
+                f"    {names[n]}: {n.type},\n" for n in graph.params.values()) + ")"
         head += params
     body = [(format_node(n, names), n.loc) for n in graph.nodes if n.op not in ("input", "param")]
     located = [len(text) for text, loc in body if loc is not None]
@@ -147,7 +148,7 @@ def format_graph(graph, locs: bool = True) -> str:
         if locs and loc is not None:
             text = f"{text.ljust(column)}  # {loc.short}"
         lines.append("  " + text)
-    outs = ", ".join(f"{quote_name(k)}: {names.get(id(v), '%?')}" for k, v in graph.outputs.items())
+    outs = ", ".join(f"{quote_name(k)}: {names.get(v, '%?')}" for k, v in graph.outputs.items())
     lines.append(f"  return {{{outs}}}")
     lines.append("}")
     return "\n".join(lines)

@@ -11,7 +11,9 @@ Attribute values are JSON where JSON is exact (str, bool, int, finite float, Non
 arrays); everything else is a one-key object: ``{"float": "inf"}``, ``{"dtype": "float32"}``,
 ``{"dim": "batch*seq"}``, ``{"list": [...]}``, ``{"dict": {...}}`` and
 ``{"array": {"dtype", "shape", "data"}}`` with the raw bytes in base64. Decoding builds the same
-Python types back (tuples, not lists) without eval or pickle, then verifies the graph.
+Python types back (tuples, not lists) without eval or pickle. ``decode_graph`` gives the parts of
+the graph (the keyword arguments of ``Graph``); ``graphdsl.graph.graph_from_json`` assembles and
+verifies it, so this module reads graphs by their attributes and never imports Graph.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import numpy as np
 from . import dtypes as _dt
 from .dtypes import DType
 from .errors import GraphDSLError, GraphError, SourceLoc, UnknownOpError
-from .graph import SOURCE_OPS, Graph, Node
+from .node import SOURCE_OPS, Node, topo_sort
 from .registry import get
 from .types import Dim, TensorType, parse_dim
 
@@ -73,12 +75,12 @@ def _encode_array(arr: np.ndarray, path: str) -> dict:
     return {"dtype": dt.name, "shape": list(arr.shape), "data": base64.b64encode(data).decode("ascii")}
 
 
-def _encode_node(node: Node, i: int, ids: dict[int, int]) -> dict:
+def _encode_node(node: Node, i: int, ids: dict[Node, int]) -> dict:
     loc = node.loc
     return {
         "id": i,
         "op": node.op,
-        "inputs": [ids[id(x)] for x in node.inputs],
+        "inputs": [ids[x] for x in node.inputs],
         "attrs": {k: encode_value(v, f"nodes[{i}].attrs.{k}") for k, v in node.attrs.items()},
         "type": str(node.type),
         "loc": _encode_loc(loc),
@@ -95,19 +97,19 @@ def _encode_loc(loc: SourceLoc | None):
     return out
 
 
-def graph_to_json(graph: Graph) -> str:
+def graph_to_json(graph) -> str:
     """The graph as JSON text; the same graph always gives the same text."""
-    ids = {id(n): i for i, n in enumerate(graph.nodes)}
+    ids = {n: i for i, n in enumerate(graph.nodes)}
     for name, node in graph.outputs.items():
-        if id(node) not in ids:
+        if node not in ids:
             raise GraphError(f"cannot save graph {graph.name!r}: output {name!r} is not one of its nodes")
     head = {
         "format": FORMAT,
         "version": VERSION,
         "name": graph.name,
         "meta": encode_value(dict(graph.meta), "meta")["dict"],
-        "inputs": [ids[id(n)] for n in graph.inputs.values()],
-        "params": [ids[id(n)] for n in graph.params.values()],
+        "inputs": [ids[n] for n in graph.inputs.values()],
+        "params": [ids[n] for n in graph.params.values()],
     }
     dump = lambda v: json.dumps(v, allow_nan=False, ensure_ascii=False)  # noqa: E731
     lines = ["{"] + [f"  {dump(k)}: {dump(v)}," for k, v in head.items()]
@@ -115,12 +117,12 @@ def graph_to_json(graph: Graph) -> str:
     lines.append('  "nodes": [')
     lines.append(",\n".join(f"    {n}" for n in nodes))
     lines.append("  ],")
-    lines.append(f'  "outputs": {dump({k: ids[id(v)] for k, v in graph.outputs.items()})}')
+    lines.append(f'  "outputs": {dump({k: ids[v] for k, v in graph.outputs.items()})}')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def structural_hash(graph: Graph) -> str:
+def structural_hash(graph) -> str:
     """A digest of what the graph computes: ops, attributes, types, constants, wiring and the
     calling convention (input, parameter and output names, in order).
 
@@ -129,16 +131,16 @@ def structural_hash(graph: Graph) -> str:
     hashes the same. The compile cache and checkpoints key on it.
     """
     import hashlib
-    ids = {id(n): i for i, n in enumerate(graph.nodes)}
+    ids = {n: i for i, n in enumerate(graph.nodes)}
     digest = hashlib.sha256()
     for i, node in enumerate(graph.nodes):
-        row = {"op": node.op, "inputs": [ids[id(x)] for x in node.inputs], "type": str(node.type),
+        row = {"op": node.op, "inputs": [ids[x] for x in node.inputs], "type": str(node.type),
                "attrs": {k: encode_value(v, f"nodes[{i}].attrs.{k}") for k, v in sorted(node.attrs.items())}}
         digest.update(json.dumps(row, sort_keys=True, allow_nan=False).encode())
         digest.update(b"\n")
-    tail = {"inputs": [ids[id(n)] for n in graph.inputs.values()],
-            "params": [ids[id(n)] for n in graph.params.values()],
-            "outputs": [[k, ids[id(v)]] for k, v in graph.outputs.items()]}
+    tail = {"inputs": [ids[n] for n in graph.inputs.values()],
+            "params": [ids[n] for n in graph.params.values()],
+            "outputs": [[k, ids[v]] for k, v in graph.outputs.items()]}
     digest.update(json.dumps(tail, sort_keys=True).encode())
     return digest.hexdigest()
 
@@ -271,10 +273,10 @@ def _source_order(nodes: list[Node], inputs: list[Node], params: list[Node]) -> 
     Graph puts unused sources first, in declaration order; this rebuilds a declaration order that
     gives back both the input/param order and the node order.
     """
-    is_source = {id(n) for n in inputs + params}
+    is_source = set(inputs + params)
     prefix = []
     for n in nodes:
-        if id(n) not in is_source:
+        if n not in is_source:
             break
         prefix.append(n)
     queues = {"input": list(inputs), "param": list(params)}
@@ -300,8 +302,11 @@ def _source_ids(doc: dict, key: str, by_id: dict[int, Node], kind: str) -> list[
     return out
 
 
-def graph_from_json(text) -> Graph:
-    """Load a graph saved by ``graph_to_json``; any problem is a GraphError naming its JSON path."""
+def decode_graph(text) -> dict:
+    """The parts of a graph saved by ``graph_to_json``: ``Graph(**decode_graph(text))`` builds it.
+
+    Any problem is a GraphError naming its JSON path (the graph is verified by whoever builds it:
+    ``graphdsl.graph.graph_from_json``)."""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -315,7 +320,7 @@ def graph_from_json(text) -> Graph:
         raise GraphError("bad graph JSON: nested too deeply") from None
 
 
-def _load(text: str) -> Graph:
+def _load(text: str) -> dict:
     try:
         doc = json.loads(text, parse_constant=lambda c: _fail("(text)", f"{c} is not valid JSON"))
     except json.JSONDecodeError as e:
@@ -336,11 +341,11 @@ def _load(text: str) -> Graph:
         order.append(node)
     inputs = _source_ids(doc, "inputs", by_id, "input")
     params = _source_ids(doc, "params", by_id, "param")
-    listed = {id(n) for n in inputs + params}
+    listed = set(inputs + params)
     if len(listed) != len(inputs) + len(params):
         _fail("inputs", "a node is listed twice in inputs/params")
     for i, node in enumerate(order):
-        if node.op in ("input", "param") and id(node) not in listed:
+        if node.op in ("input", "param") and node not in listed:
             _fail(f"nodes[{i}]", f"{node.op} node is not listed in {node.op}s")
     outputs = {}
     for k, ref in _field(doc, "outputs", dict, "").items():
@@ -349,14 +354,13 @@ def _load(text: str) -> Graph:
         outputs[k] = by_id[ref]
     if not outputs:
         _fail("outputs", "a graph needs at least one output")
-    graph = Graph(outputs, name=name, sources=_source_order(order, inputs, params), meta=meta)
-    kept = {id(n) for n in graph.nodes}
+    kept = listed | set(topo_sort(outputs.values()))   # the nodes Graph keeps
     for i, node in enumerate(order):
-        if id(node) not in kept:
+        if node not in kept:
             _fail(f"nodes[{i}]", f"{node.op} node is not used by any output",
                   hint="remove dead nodes before saving, or add an output")
-    from .verify import verify
-    return verify(graph)
+    return {"outputs": outputs, "name": name, "sources": _source_order(order, inputs, params), "meta": meta}
 
 
-__all__ = ["graph_to_json", "graph_from_json", "encode_value", "decode_value", "FORMAT", "VERSION"]
+__all__ = ["graph_to_json", "decode_graph", "structural_hash", "encode_value", "decode_value", "FORMAT",
+           "VERSION"]

@@ -3,6 +3,11 @@
 ``trace(fn, x="f32[batch,seq]")`` calls ``fn`` with proxies; every op call on them adds a node
 (with the user's source line) to the active Builder. There is no eager mode: ops exist to be
 recorded, compiled and compared.
+
+This module sits above the Graph IR and the registry and below the ops: it binds ``apply_op`` into
+the registry (``registry.bind_tracer``), and the indexing helpers of ``graphdsl.ops.getitem`` bind
+themselves here (``bind_indexing``), so no op module is imported from here. Inlining a graph into
+the one being traced is a walk of the Interpreter (``graphdsl.interpreter.inline``).
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from . import dtypes as _dt
+from . import registry as _registry
 from .errors import GraphDSLError, GraphError, ShapeError, SourceLoc, TypeError_
 from .graph import Graph, Node
 from .types import Shape, TensorType
@@ -93,8 +99,7 @@ class Builder:
         self.sources: list[Node] = []
         self.input_nodes: dict[str, Node] = {}
         self.param_nodes: dict[str, Node] = {}
-        self.param_names: dict[int, str] = {}
-        self.param_by_id: dict[int, Node] = {}
+        self.param_names: dict[Parameter, str] = {}   # a Parameter hashes by identity
         self._consts: dict[tuple, Node] = {}
         self._salt = 0
         self.training = True
@@ -123,13 +128,13 @@ class Builder:
 
     def register_params(self, named: Mapping[str, Parameter]) -> None:
         for name, p in named.items():
-            self.param_names[id(p)] = name
+            self.param_names[p] = name
 
     def param_of(self, p: Parameter) -> "Tensor":
-        name = self.param_names.get(id(p))
+        name = self.param_names.get(p)
         if name is None:
             name = f"param{len(self.param_names)}"
-            self.param_names[id(p)] = name
+            self.param_names[p] = name
         return self.param(name, p.type)
 
     def constant(self, value, dtype=None) -> "Tensor":
@@ -251,8 +256,16 @@ def apply_op(op, inputs, attrs) -> "Tensor":
 
 
 def _op(name: str):
-    from .registry import get
-    return get(name)
+    return _registry.get(name)
+
+
+_INDEXING: dict[str, Callable] = {}   # "getitem", "flatten": bound by graphdsl.ops.getitem
+
+
+def bind_indexing(*, getitem: Callable, flatten: Callable) -> None:
+    """Called once by graphdsl.ops.getitem: the Python-level helpers behind ``x[...]`` and
+    ``x.flatten()`` (they emit slice/take/reshape nodes, so they live with the ops)."""
+    _INDEXING.update(getitem=getitem, flatten=flatten)
 
 
 # -- the proxy -------------------------------------------------------------------------------
@@ -344,8 +357,7 @@ class Tensor:
         return _op("reshape")(self, shape=tuple(shape))
 
     def flatten(self, start: int = 0, end: int = -1):
-        from .ops.getitem import flatten
-        return flatten(self, start, end)
+        return _INDEXING["flatten"](self, start, end)
 
     def transpose(self, *axes):
         """``x.transpose(-1, -2)`` swaps two axes; ``x.transpose((0, 2, 1, 3))`` permutes."""
@@ -403,8 +415,7 @@ class Tensor:
         return _op("where")(mask, as_tensor(value, self), self)
 
     def __getitem__(self, index):
-        from .ops.getitem import getitem
-        return getitem(self, index)
+        return _INDEXING["getitem"](self, index)
 
 
 _OPERATORS = {"__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
@@ -460,12 +471,11 @@ def trace(fn: Callable, *, name: str | None = None, params=None, training: bool 
     ``params`` names the Module (or a ``{name: Parameter}`` dict) whose parameters the function uses;
     when ``fn`` is a Module or a method of one, that Module is used.
     """
-    from .nn.module import Module
     owner = params
     if owner is None:
-        owner = fn if isinstance(fn, Module) else getattr(fn, "__self__", None)
+        owner = fn if _is_module(fn) else getattr(fn, "__self__", None)
     b = Builder()
-    if isinstance(owner, Module):
+    if _is_module(owner):
         b.register_params(dict(owner.named_parameters()))
         if training is not None:
             owner.train(training)
@@ -478,42 +488,9 @@ def trace(fn: Callable, *, name: str | None = None, params=None, training: bool 
     return Graph({k: v.node for k, v in outs.items()}, name=gname, sources=b.sources)
 
 
-def inline(graph: Graph, *args, **bindings) -> dict[str, Tensor]:
-    """Copy ``graph``'s nodes into the graph being traced, wiring its inputs/params to ``bindings``.
-
-    Unbound parameters become parameters of the outer graph with the same names. Returns the
-    inlined outputs by name.
-    """
-    if args:
-        if len(args) != 1 or not isinstance(args[0], Mapping):
-            raise GraphError("call a graph with keyword arguments or one mapping of name -> tensor")
-        bindings = {**args[0], **bindings}
-    b = current_builder()
-    unknown = set(bindings) - set(graph.inputs) - set(graph.params)
-    if unknown:
-        raise GraphError(f"graph {graph.name!r} has no input or parameter {sorted(unknown)}",
-                         hint=f"inputs: {list(graph.inputs)}")
-    mapping: dict[int, Node] = {}
-    for node in graph.nodes:
-        if node.op == "input":
-            name = node.attrs["name"]
-            if name not in bindings:
-                if name == "seed":
-                    mapping[id(node)] = b.seed().node
-                    continue
-                raise GraphError(f"missing input {name!r} when inlining graph {graph.name!r}")
-            t = as_tensor(bindings[name])
-            if t.type != node.type:
-                raise TypeError_(f"input {name!r} of graph {graph.name!r} expects {node.type}, "
-                                 f"got {t.type}")
-            mapping[id(node)] = t.node
-        elif node.op == "param":
-            name = node.attrs["name"]
-            t = as_tensor(bindings[name]) if name in bindings else b.param(name, node.type)
-            mapping[id(node)] = t.node
-        else:
-            mapping[id(node)] = node.replace(inputs=[mapping[id(i)] for i in node.inputs])
-    return {k: Tensor(mapping[id(v)]) for k, v in graph.outputs.items()}
+def _is_module(obj) -> bool:
+    """An ``nn.Module``, known by its interface (nn sits above tracing, so it is not imported here)."""
+    return callable(getattr(obj, "named_parameters", None)) and callable(getattr(obj, "train", None))
 
 
 def _delegate(name: str):
@@ -530,5 +507,4 @@ for _name in [n for n, v in vars(Tensor).items()
 Parameter.mT = property(lambda self: as_tensor(self).mT)
 Parameter.__array_priority__ = 1000
 
-from . import registry as _registry  # noqa: E402  (the registry calls back into apply_op)
-_registry.bind_tracer(apply_op)
+_registry.bind_tracer(apply_op)   # op calls record nodes from now on

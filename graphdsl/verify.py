@@ -7,13 +7,15 @@ the op's ``normalize`` gives them (so a loaded ``slice start=-2``, ``sum axis=(2
 ``transpose perm=(-1, 1, 0)`` or ``softmax axis=true`` is refused before any backend sees it, and
 every op declared with a ``normalize`` gets the check), types agree with the op's type rule,
 unique input/param names, outputs are nodes of the graph, constants match their type.
+It reads a graph by its attributes (``nodes``, ``inputs``, ``params``, ``outputs``) and does not
+import Graph, whose ``verify`` method calls it.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .errors import GraphDSLError, GraphError, UnknownOpError
-from .graph import Graph, Node
+from .node import Node
 from .printer import format_node, value_names
 from .registry import get
 from .types import TensorType
@@ -100,31 +102,31 @@ def _same(a, b) -> bool:
     return bool(a == b)
 
 
-def _check_node(node: Node, defined: set[int], in_graph: set[int], names: dict[int, str]) -> list[str]:
+def _check_node(node: Node, defined: set[Node], in_graph: set[Node], names: dict[Node, str]) -> list[str]:
     if not isinstance(node.type, TensorType):
         return [f"type must be a TensorType, got {type(node.type).__name__}"]
     out = []
     for pos, inp in enumerate(node.inputs):
         if not isinstance(inp, Node):
             out.append(f"input {pos} is not a Node: {type(inp).__name__}")
-        elif id(inp) not in in_graph:
+        elif inp not in in_graph:
             out.append(f"input {pos} ({inp.op}: {inp.type}) is not a node of this graph")
-        elif id(inp) not in defined:
-            out.append(f"input {pos} ({names[id(inp)]}) is used before it is defined")
+        elif inp not in defined:
+            out.append(f"input {pos} ({names[inp]}) is used before it is defined")
     if out:
         return out
     return _check_source(node) if node.is_source else _check_op(node)
 
 
-def problems(graph: Graph) -> list[str]:
+def problems(graph) -> list[str]:
     """Every problem of ``graph``, one string each (empty when the graph is well formed)."""
     names = value_names(graph)
-    in_graph = {id(n) for n in graph.nodes}
-    defined: set[int] = set()
+    in_graph = set(graph.nodes)
+    defined: set[Node] = set()
     found: list[str] = []
     seen_names: dict[str, Node] = {}
     for node in graph.nodes:
-        if id(node) in defined:
+        if node in defined:
             found.append(f"{format_node(node, names)}\n    appears twice in the node list")
             continue
         node_problems = _check_node(node, defined, in_graph, names)
@@ -137,19 +139,19 @@ def problems(graph: Graph) -> list[str]:
         for p in node_problems:
             where = f"\n    at {node.loc}" if node.loc is not None else ""
             found.append(f"{format_node(node, names)}\n    {p}{where}")
-        defined.add(id(node))
+        defined.add(node)
     for kind, table in (("input", graph.inputs), ("param", graph.params)):
         for name, node in table.items():
-            if id(node) not in in_graph or node.op != kind or node.attrs.get("name") != name:
+            if node not in in_graph or node.op != kind or node.attrs.get("name") != name:
                 found.append(f"graph.{kind}s[{name!r}] is not the {kind} node named {name!r} "
                              f"in the node list")
     for name, node in graph.outputs.items():
-        if not isinstance(node, Node) or id(node) not in in_graph:
+        if not isinstance(node, Node) or node not in in_graph:
             found.append(f"output {name!r} is not a node of this graph")
     return found
 
 
-def verify(graph: Graph) -> Graph:
+def verify(graph):
     """Raise one GraphError listing every problem of ``graph``; return the graph when it is fine."""
     found = problems(graph)
     if found:

@@ -1,6 +1,6 @@
 """Contrastive self-supervised learning (SimCLR): a small ViT trained with the NT-Xent loss.
 
-Two augmented views of each image (models/_images.py, NumPy data code) go through one encoder:
+Two augmented views of each image (models/data/images.py, NumPy data code) go through one encoder:
 
     patches   image [B, H, W] -> [B, N, P*P] (reshape + transpose), Linear -> [B, N, D]
     tokens    learned position embeddings (and, with pool="cls", a learned [CLS] token in front)
@@ -28,7 +28,7 @@ from graphdsl.graph import Graph
 from graphdsl.ops.nn import size_of
 from graphdsl.tracing import Parameter, as_tensor, trace, user_loc
 
-from ._images import Augment, make_shapes, two_views
+from .data.images import Augment, make_shapes, two_views
 from .registry import ModelSpec, register
 
 MASK_FILL = -1e9  # the logit of a view against itself: exp() of it is 0, and it stays finite

@@ -14,7 +14,7 @@ reads it with small helpers:
 * the NaN guard ``where(p != p, 0, p)`` that torch's exporters put after the softmax (so that
   ONNX Runtime's NaN for a fully masked row becomes zeros) is dropped: the softmax and the
   attention op already give zeros there; they differ only for scores that hold NaN or +inf;
-* so is the guard our own ONNX exporter writes around every softmax (backends/onnx/lower_nn.py),
+* so is the guard our own ONNX exporter writes around every softmax (backends/onnx/lower/nn.py),
   ``where(max(x) == -inf, 0, softmax(x))`` or ``where(max(x) != -inf, softmax(x), 0)``: its
   condition holds exactly on rows that are all ``-inf``, where our softmax is 0 already, so it is
   the identity on our softmax for every input (NaN and +inf included) and dropping it is exact;

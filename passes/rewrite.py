@@ -6,8 +6,8 @@ the driver runs them inside a tracing context located at the replaced node's sou
 new nodes get their types inferred and attributes normalized by the ops themselves, and keep the
 user's line.
 
-``rewrite(graph, rules)`` sweeps the graph in topological order, rebuilding each node on its
-(possibly replaced) inputs and trying the rules whose root op matches; it repeats the sweep until
+``rewrite(graph, rules)`` sweeps the graph in topological order (``Sweep``, a graphdsl.interpreter
+walk whose values are the new graph's nodes), rebuilding each node on its (possibly replaced) inputs and trying the rules whose root op matches; it repeats the sweep until
 nothing changes. User counts (for ``one_use`` and ``Match.contained``) come from the graph the
 sweep started from; a node made during the sweep has unknown users, so guards decline on it until
 the next sweep sees it in a fresh graph.
@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 
 from graphdsl.errors import GraphDSLError
 from graphdsl.graph import Graph, Node
+from graphdsl.interpreter import Interpreter
 from graphdsl.tracing import Builder, Tensor, current_builder, tracing
 
 from .pattern import Match, Pat
@@ -131,30 +132,41 @@ def rewrite(graph: Graph, rules: Iterable[Rule], *, max_sweeps: int = MAX_SWEEPS
                     f"fired: {fired})", hint="two rules probably undo each other")
 
 
-def _sweep(graph: Graph, by_op, anywhere, counts: Counter) -> tuple[Graph, bool]:
-    ctx = Context(graph, counts)
-    mapping: dict[Node, Node] = {}
-    changed = False
-    for node in graph.nodes:
-        if node.is_source:
-            continue
-        inputs = [mapping.get(i, i) for i in node.inputs]
+class Sweep(Interpreter):
+    """One sweep as a graph walk: each node's value is the node standing for it in the new graph
+    (itself, rebuilt on replaced inputs, or what a rule replaced it with)."""
+
+    def __init__(self, graph: Graph, by_op, anywhere, ctx: Context):
+        super().__init__(graph)
+        self.by_op, self.anywhere, self.ctx = by_op, anywhere, ctx
+        self.changed = False
+
+    def source(self, node: Node) -> Node:
+        return node
+
+    def constant(self, node: Node) -> Node:
+        return node
+
+    def call(self, node: Node, args: list) -> Node:
         cur = node
-        if any(a is not b for a, b in zip(inputs, node.inputs)):
-            cur = node.replace(inputs=inputs)
-            ctx.adopt(cur, node)
+        if any(a is not b for a, b in zip(args, node.inputs)):
+            cur = node.replace(inputs=args)
+            self.ctx.adopt(cur, node)
         for _ in range(MAX_REWRITES_PER_NODE):
-            new = _try_rules(cur, by_op.get(cur.op, []) + anywhere, ctx)
+            new = _try_rules(cur, self.by_op.get(cur.op, []) + self.anywhere, self.ctx)
             if new is None:
                 break
-            ctx.adopt(new, cur)
-            cur, changed = new, True
-        if cur is not node:
-            mapping[node] = cur
-    if not mapping:
-        return graph, changed
-    outputs = {k: mapping.get(v, v) for k, v in graph.outputs.items()}
-    return Graph(outputs, name=graph.name, sources=graph.sources(), meta=graph.meta), changed
+            self.ctx.adopt(new, cur)
+            cur, self.changed = new, True
+        return cur
+
+
+def _sweep(graph: Graph, by_op, anywhere, counts: Counter) -> tuple[Graph, bool]:
+    sweep = Sweep(graph, by_op, anywhere, Context(graph, counts))
+    outputs = sweep.run()
+    if all(new is node for node, new in sweep.env.items()):
+        return graph, sweep.changed
+    return Graph(outputs, name=graph.name, sources=graph.sources(), meta=graph.meta), sweep.changed
 
 
 def _try_rules(node: Node, rules: list[Rule], ctx: Context) -> Node | None:

@@ -10,7 +10,7 @@ ATOL = 1e-4
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _quiet_and_one_thread():
+def quiet_and_one_thread():
     transformers.logging.set_verbosity_error()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 
 import backends  # noqa: E402
 from graphdsl.errors import GraphDSLError  # noqa: E402
-from tests.hf_models import (ATOL, V, _quiet_and_one_thread, bert_hf_config, gpt_hf_config, hf_bert,  # noqa: E402,F401
+from tests.hf_models import (ATOL, V, quiet_and_one_thread, bert_hf_config, gpt_hf_config, hf_bert,  # noqa: E402,F401
                              bert_batch, hf_gpt, tiny, to_torch)
 from models import bert, gpt, hf, hf_save  # noqa: E402
 

@@ -21,9 +21,9 @@ from graphdsl import dtypes as _dt
 from graphdsl import ops
 from graphdsl.autodiff import grad
 from graphdsl.errors import GraphError, SourceLoc
-from graphdsl.graph import Graph, Node
+from graphdsl.graph import Graph, Node, graph_from_json
 from graphdsl.printer import format_graph
-from graphdsl.serialize import decode_value, encode_value, graph_from_json, graph_to_json
+from graphdsl.serialize import decode_value, encode_value, graph_to_json
 from graphdsl.types import Dim, TensorType
 from graphdsl.verify import verify
 

@@ -1,4 +1,4 @@
-"""Contrastive ViT (models/contrastive.py) and its image data (models/_images.py).
+"""Contrastive ViT (models/contrastive.py) and its image data (models/data/images.py).
 
 NT-Xent against explicit loops and central differences, the ViT's shapes and patches, the
 documented statistics of each augmentation, and a short pretraining whose linear probe beats
@@ -14,7 +14,7 @@ import graphdsl as gd
 import models
 from graphdsl.autodiff import grad
 from graphdsl.errors import GraphDSLError, ShapeError
-from models import _images as images_mod
+from models.data import images as images_mod
 from models import contrastive as C
 
 

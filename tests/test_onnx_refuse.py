@@ -1,7 +1,7 @@
 """Our own ONNX exports fuse again: export, ``from_onnx``, ``passes.optimize`` -> attention ops.
 
 Our exporter writes every softmax with a guard for rows of all -inf,
-``where(max(x) == -inf, 0, softmax(x))`` (backends/onnx/lower_nn.py), and a broadcast causal
+``where(max(x) == -inf, 0, softmax(x))`` (backends/onnx/lower/nn.py), and a broadcast causal
 mask as row and column iotas expanded to the full grid. fuse_attention drops the guard (it is the
 identity on our softmax) and fold_masks reads the expanded iotas as the causal flag. GUARDS are the
 guard's forms, written by hand; NEAR_MISSES must not fuse; every zoo model's export must fuse

@@ -11,7 +11,7 @@ from graphdsl import registry
 from graphdsl.autodiff import grad
 from graphdsl.errors import InputError, TargetError
 from graphdsl.types import TensorType
-from tests.test_ops import SAMPLES, _trace, _types
+from tests.framework import SAMPLES, input_types as _types, trace_row as _trace
 
 pytest.importorskip("onnxruntime")
 

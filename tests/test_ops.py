@@ -1,8 +1,6 @@
 """Table-driven op tests: every row of tests/optable/*.py, every registry op covered."""
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import re
 
 import numpy as np
@@ -14,36 +12,7 @@ from graphdsl import registry
 from graphdsl.autodiff import grad
 from graphdsl.errors import GraphDSLError
 from graphdsl.types import TensorType
-from tests import optable
-from tests.opinfo import OpInfo
-
-
-def _all_rows() -> list[OpInfo]:
-    rows = []
-    for mod in pkgutil.iter_modules(optable.__path__):
-        rows.extend(importlib.import_module(f"tests.optable.{mod.name}").OPS)
-    return rows
-
-
-ROWS = _all_rows()
-SAMPLES = [pytest.param(row, s, id=f"{row.op}-{s.name or i}")
-           for row in ROWS for i, s in enumerate(row.samples)]
-ERRORS = [pytest.param(row, e, id=f"{row.op}-{e.name or i}")
-          for row in ROWS for i, e in enumerate(row.errors)]
-
-
-def _trace(row: OpInfo, types, attrs):
-    names = [f"x{i}" for i in range(len(types))]
-    fn = row.fn()
-
-    def body(**xs):
-        return fn(*[xs[n] for n in names], **attrs)
-
-    return graphdsl.trace(body, name=row.op, **dict(zip(names, types)))
-
-
-def _types(arrays):
-    return [TensorType(a.shape, graphdsl.dtypes.dtype(a.dtype)) for a in arrays]
+from tests.framework import ROWS, float_inputs, input_types, ops, sample_dtype, sample_feed, trace_row
 
 
 def test_every_op_has_a_row():
@@ -57,10 +26,25 @@ def test_every_row_names_a_registered_op():
     assert not unknown, f"rows for ops that are not registered: {unknown}"
 
 
-@pytest.mark.parametrize("row,sample", SAMPLES)
+def test_instantiation_is_op_by_sample_by_backend():
+    """@ops(...) (tests/framework.py) as other modules use it: readable ids, the filters applied."""
+    mark = ops(backends=("numpy", "onnxruntime"), dtypes=("float16",))
+    names, params = mark.args
+    assert names == "row,sample,backend"
+    ids = [p.id for p in params]
+    assert {"softmax-f16-numpy", "softmax-f16-onnxruntime"} <= set(ids), ids
+    assert all(sample_dtype(p.values[1]) == "float16" for p in params)
+    assert len(ids) == 2 * len(ops(dtypes=("float16",)).args[1]) and len(set(ids)) == len(ids)
+    grads = ops("gradients", where=lambda row, sample: row.op == "softmax").args[1]
+    assert [p.id for p in grads] == ["softmax-last", "softmax-middle", "softmax-large", "softmax-masked_rows"]
+    with pytest.raises(ValueError, match="kind is"):
+        ops("reference")
+
+
+@ops()
 def test_reference(row, sample):
-    g = _trace(row, _types(sample.inputs), sample.attrs)
-    out = backends.compile(g, "numpy")(**{f"x{i}": a for i, a in enumerate(sample.inputs)})["out"]
+    g = trace_row(row, input_types(sample.inputs), sample.attrs)
+    out = backends.compile(g, "numpy")(**sample_feed(sample))["out"]
     want_type = g.outputs["out"].type
     assert out.dtype == want_type.dtype.np, f"reference gave {out.dtype}, type rule says {want_type}"
     assert tuple(out.shape) == tuple(want_type.shape) or not want_type.shape.is_static, \
@@ -71,20 +55,14 @@ def test_reference(row, sample):
                                    expected, atol=sample.atol, rtol=sample.rtol)
 
 
-def _float_inputs(sample):
-    return [i for i, a in enumerate(sample.inputs) if a.dtype.kind == "f"]
-
-
-@pytest.mark.parametrize("row,sample", [p for p in SAMPLES
-                                        if p.values[1].grad and registry.get(p.values[0].op).differentiable
-                                        and _float_inputs(p.values[1])])
+@ops("gradients")
 def test_gradient(row, sample):
     """Gradients of sum(w * op(x)) against central differences, in float64."""
     inputs = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in sample.inputs]
-    types = _types(inputs)
+    types = input_types(inputs)
     fn = row.fn()
     names = [f"x{i}" for i in range(len(inputs))]
-    out_type = _trace(row, types, sample.attrs).outputs["out"].type
+    out_type = trace_row(row, types, sample.attrs).outputs["out"].type
     assert out_type.dtype.is_float, f"differentiable op {row.op} returned {out_type}"
     weights = np.random.default_rng(1).standard_normal(tuple(out_type.shape.evaluate({})))
 
@@ -93,7 +71,7 @@ def test_gradient(row, sample):
 
     g = graphdsl.trace(loss, name=f"{row.op}_loss", w=TensorType(weights.shape, graphdsl.float64),
                        **dict(zip(names, types)))
-    wrt = [names[i] for i in _float_inputs(sample)]
+    wrt = [names[i] for i in float_inputs(sample)]
     exe = backends.compile(grad(g, wrt=wrt), "numpy")
     fwd = backends.compile(g, "numpy")
     feed = dict(zip(names, inputs), w=weights)
@@ -111,10 +89,10 @@ def test_gradient(row, sample):
                                    err_msg=f"d loss / d {name} for {row.op}: analytic vs central differences")
 
 
-@pytest.mark.parametrize("row,case", ERRORS)
+@ops("errors")
 def test_error(row, case):
     with pytest.raises(case.error) as info:
-        _trace(row, [TensorType.parse(t) for t in case.inputs], case.attrs)
+        trace_row(row, [TensorType.parse(t) for t in case.inputs], case.attrs)
     err = info.value
     assert isinstance(err, GraphDSLError)
     assert re.search(case.match, str(err), re.S), f"message {str(err)!r} does not match {case.match!r}"

@@ -17,7 +17,7 @@ from graphdsl import ops
 from graphdsl.autodiff import grad
 from graphdsl.dtypes import finfo_min, float16
 from graphdsl.errors import GraphDSLError
-from tests.optable.nn import py_uniform
+from tests.optable.random import py_uniform
 
 
 def run(fn, **inputs):

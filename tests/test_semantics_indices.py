@@ -182,7 +182,7 @@ def test_check_nan_is_off_by_default(target):
 
 def test_check_nan_names_a_nan_the_reference_does_not_make():
     """A backend's own NaN (a kernel bug) is named as such: the reference run finds no op to blame."""
-    from backends.tvm.checks import NanCheck
+    from backends.checks import NanCheck
     feed = {**BASE}
     arrays, env = backends.bind_inputs(GRAPH, (), feed)
     outputs = {**_exe("numpy")(feed), "take": np.full((3, 3), np.nan, np.float32)}

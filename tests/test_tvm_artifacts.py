@@ -63,10 +63,10 @@ def test_save_then_load_in_a_fresh_process_runs_without_compiling(exe, tmp_path)
     np.savez(tmp_path / "feed.npz", **feed)
     script = f"""
 import json, numpy as np
-from backends.tvm import artifact, cache
+from backends.tvm import cache, devices
 import backends.tvm.build as build
 build.build = None          # any compilation would fail
-exe = artifact.load({str(tmp_path / "module")!r})
+exe = devices.load({str(tmp_path / "module")!r})
 out = exe(dict(np.load({str(tmp_path / "feed.npz")!r})))
 print(json.dumps({{"loss": float(out["loss"]), "compiles": cache.STATS["compiles"],
                   "params": exe.param_names, "inputs": exe.input_names}}))
@@ -79,14 +79,14 @@ print(json.dumps({{"loss": float(out["loss"]), "compiles": cache.STATS["compiles
 
 
 def test_loading_refuses_other_library_versions(exe, tmp_path):
-    from backends.tvm import artifact
+    from backends.tvm import artifact, devices
     path = exe.save(tmp_path / "module")
     meta = json.loads((path / "meta.json").read_text())
     meta["versions"]["tvm"] = "0.0.1"                      # as another installation writes it
-    meta["meta_sha256"] = artifact._meta_digest(meta)
+    meta["meta_sha256"] = artifact.meta_digest(meta)
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(GraphDSLError, match=r"(?s)compiled with .*0\.0\.1.*recompile"):
-        artifact.load(path)
+        devices.load(path)
 
 
 def test_cache_hits_skip_compilation(cache_dir):

@@ -10,10 +10,10 @@ from graphdsl.cli.tvm_cmd import compare_command, compile_command, model_case
 
 
 def test_compile_writes_a_loadable_artifact(tmp_path):
-    from backends.tvm import artifact
+    from backends.tvm import devices
     out = CliRunner().invoke(compile_command, ["bert-tiny", "--target", "llvm", "-o", str(tmp_path / "bert")])
     assert out.exit_code == 0, out.output
-    exe = artifact.load(tmp_path / "bert")
+    exe = devices.load(tmp_path / "bert")
     graph, inputs = model_case("bert-tiny")
     assert exe.param_names == list(graph.params)
     got = exe(inputs)

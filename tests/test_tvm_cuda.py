@@ -39,12 +39,12 @@ def test_cuda_source_and_ptx(built):
 
 
 def test_emit_and_save_cuda_artifacts(built, tmp_path):
-    from backends.tvm import artifact
+    from backends.tvm import devices
     _, _, exe = built[("gpt-tiny", False)]
     path = exe.save(tmp_path / "gpt")
     assert (path / "kernels.cu").read_text() == exe.cuda_source()
     assert (path / "kernels.ptx").read_text() == exe.ptx()
-    again = artifact.load(path)
+    again = devices.load(path)
     assert again.cuda_source() == exe.cuda_source() and again.target == "cuda"
     exe.save_source(tmp_path / "gpt.cu")
     assert (tmp_path / "gpt.cu").stat().st_size > 0
@@ -69,8 +69,8 @@ def test_cuda_matches_numpy(built, key):
 @pytest.fixture(scope="module")
 def op_rows():
     """The op-table graphs of tests/test_tvm_ops.py (every sample; every gradient) built for cuda."""
-    from tests.test_tvm_ops import _forward_graph, _gradient_graph
-    (fwd, fwd_feed), (grd, grd_feed, _) = _forward_graph(), _gradient_graph()
+    from tests.framework import all_gradients_graph, all_samples_graph
+    (fwd, fwd_feed), (grd, grd_feed, _) = all_samples_graph(), all_gradients_graph()
     return [(fwd, fwd_feed, backends.compile(fwd, "cuda")), (grd, grd_feed, backends.compile(grd, "cuda"))]
 
 

@@ -5,9 +5,15 @@ value's element type (from the op's schema), so it can adapt a node to what a ru
 support: given a ``KernelTable``, an input whose dtype has no kernel is cast to one that has
 (float16 to float32, float64 Erf to float32, bool Where to int32) and the output cast back. Symbolic
 dims become int64 values computed from the input shapes at run time (``em.dims((batch, 64))``).
+``ort_kernel_table()`` reads that table from ONNX Runtime's own kernel registry.
+
+The emitter is also what a lowering row's ``when`` predicate sees: ``contrib_ops`` says whether
+ONNX Runtime's com.microsoft ops may be used, and ``domains`` records the non-standard domains the
+emitted nodes use (the exporter imports their opsets).
 """
 from __future__ import annotations
 
+import functools
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -68,13 +74,30 @@ class KernelTable:
         return found
 
 
+@functools.lru_cache(maxsize=1)
+def ort_kernel_table() -> KernelTable:
+    """The element types of every CPU kernel of ONNX Runtime's default domain, from its registry."""
+    from onnxruntime.capi import _pybind_state as C
+    entries: dict[str, list] = {}
+    for k in C.get_all_opkernel_def():
+        if k.provider != "CPUExecutionProvider" or k.domain not in ("", "ai.onnx"):
+            continue
+        start, end = k.version_range
+        types = {c: set(ts) for c, ts in k.type_constraints.items()}
+        entries.setdefault(k.op_name, []).append((start, end, types))
+    return KernelTable(entries)
+
+
 class Emitter:
     """Collects nodes, initializers and value types of one ONNX graph."""
 
-    def __init__(self, opset: int, kernels: KernelTable | None = None, *, exact: bool = False):
+    def __init__(self, opset: int, kernels: KernelTable | None = None, *, exact: bool = False,
+                 contrib_ops: bool = False):
         self.opset = opset
         self.kernels = kernels
         self.exact = exact    # the onnxruntime backend's own model, not a user's file: no fusable forms needed
+        self.contrib_ops = contrib_ops   # com.microsoft ops may be emitted where they fit
+        self.domains: set[str] = set()   # the non-standard domains of the emitted nodes
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.dtypes: dict[str, int] = {}
@@ -124,6 +147,8 @@ class Emitter:
         if adapt:
             return self._adapted(op_type, schema, inputs, adapt, outputs, dtype, hint, domain, attrs)
         names = [self.fresh(hint or op_type.lower()) for _ in range(outputs)]
+        if domain:
+            self.domains.add(domain)
         node = helper.make_node(op_type, inputs, names, name=names[0], domain=domain or None,
                                 **{k: v for k, v in attrs.items() if v is not None})
         self.nodes.append(node)

@@ -3,8 +3,10 @@
     model = export(graph, params=values, path="model.onnx")   # params become initializers
     model = export(graph)                                      # params stay graph inputs
 
-Every node is lowered through the one table in ``table.py`` (an op without a row is expanded by
-its decomposition). Symbolic dims become named dynamic axes. Every value of the graph is annotated
+The ``Exporter`` walks the graph as an ``Interpreter`` (its env maps each node to the ONNX name of
+its value) and lowers every node through the one table, ``EXPORT`` (table.py, rows in
+``lower/<group>.py``); an op without a row is expanded by its decomposition, whose nodes are
+lowered the same way. Symbolic dims become named dynamic axes. Every value of the graph is annotated
 with its type, and ONNX's strict shape inference must agree with them (``check=True``).
 With ``runtime="onnxruntime"`` the model is adapted to ONNX Runtime's CPU kernels: dtypes a kernel
 lacks are cast around it, and bfloat16 inputs and outputs travel as float32 (its Python API has no
@@ -13,8 +15,8 @@ bfloat16 arrays).
 ``export_checked`` is what the onnxruntime backend runs: the same model, plus the reference's
 run-time index checks. ONNX wraps negative indices (Gather) and fails on large ones, where the
 reference raises its own error; so there each checked op reads at clipped indices, and the
-indices' [min, max] are extra outputs, verified after the call by the TVM backend's checks
-(backends/tvm/checks.py: plain data, no TVM). A file written by ``export`` has none of this.
+indices' [min, max] are extra outputs, verified after the call by the checks the TVM backend
+uses too (backends/checks.py: plain data). A file written by ``export`` has none of this.
 """
 from __future__ import annotations
 
@@ -29,13 +31,14 @@ from onnx import helper
 import graphdsl
 from graphdsl.errors import GraphDSLError, InputError, LoweringError
 from graphdsl.graph import Graph, Node
+from graphdsl.interpreter import Interpreter, bind_decomposition
+from graphdsl.lowering import call_row
 from graphdsl.registry import get as get_op
-from graphdsl.tracing import Builder, tracing
 from graphdsl.types import parse_dim
 
-from ..tvm.checks import RangeCheck, SliceCheck, index_check, loc_to_dict, slice_check_for
-from .emitter import Emitter, KernelTable, onnx_dtype, value_info
-from .table import table
+from ..checks import RangeCheck, SliceCheck, index_check, loc_to_dict, slice_check_for
+from .emitter import Emitter, KernelTable, onnx_dtype, ort_kernel_table, value_info
+from .lower import EXPORT
 
 DEFAULT_OPSET = 18   # BitwiseXor (the random ops' hash) needs 18
 _BF16 = onnx.TensorProto.BFLOAT16
@@ -48,7 +51,7 @@ def export(graph: Graph, params: Mapping[str, np.ndarray] | None = None, path=No
 
     ``params``: the parameter values, stored as initializers (every parameter needs one); without
     them the parameters are graph inputs. ``contrib_ops``: use ONNX Runtime's com.microsoft
-    MultiHeadAttention for each fused ``attention`` op where its layout fits (contrib.py). The
+    MultiHeadAttention for each fused ``attention`` op where its layout fits (lower/attention.py). The
     graph is exported as it is, no pass runs here: a traced graph has textbook attention (matmul,
     softmax, matmul), which stays standard ONNX, without an error. Fuse it first with
     ``passes.optimize(graph)``, or use ``optimize_file``, which runs the passes and exports.
@@ -62,11 +65,10 @@ def export(graph: Graph, params: Mapping[str, np.ndarray] | None = None, path=No
                             hint=f"use an opset from {DEFAULT_OPSET} to {max_opset}")
     kernels = None
     if runtime == "onnxruntime":
-        from .runtime import ort_kernel_table
         kernels = ort_kernel_table()
     elif runtime is not None:
         raise LoweringError(f"unknown runtime {runtime!r}", hint="use runtime='onnxruntime' or None")
-    model = _Exporter(graph, opset, kernels, contrib_ops, f32_io=runtime is not None).run(params)
+    model = Exporter(graph, opset, kernels, contrib_ops, f32_io=runtime is not None).export(params)
     if check:
         _check(model, graph)
     if path is not None:
@@ -83,9 +85,8 @@ def export_checked(graph: Graph, *, opset: int = DEFAULT_OPSET, contrib_ops: boo
     need only the symbolic dims' sizes, so they add no output."""
     if not isinstance(graph, Graph):
         raise LoweringError(f"export() takes a Graph, got {type(graph).__name__}")
-    from .runtime import ort_kernel_table
-    exporter = _Exporter(graph, opset, ort_kernel_table(), contrib_ops, f32_io=True, checked=True)
-    model = exporter.run(None)
+    exporter = Exporter(graph, opset, ort_kernel_table(), contrib_ops, f32_io=True, checked=True)
+    model = exporter.export(None)
     return model, [c for _, c in exporter.range_checks], exporter.slice_checks
 
 
@@ -113,43 +114,51 @@ def save(model: onnx.ModelProto, path, *, external_data: bool = False) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-class _Exporter:
+class Exporter(Interpreter):
+    """One export: the graph walked once, each node's value the ONNX name of its result.
+
+    Sources and constants are emitted first (inputs in the graph's order, then the initializers),
+    then every op node through ``lower``: its highest-priority row in ``EXPORT`` whose ``when``
+    holds, else its decomposition, whose nodes are lowered the same way (``Decomposition``).
+    """
+
     def __init__(self, graph: Graph, opset: int, kernels: KernelTable | None, contrib: bool,
                  f32_io: bool, checked: bool = False):
-        self.graph = graph
-        self.em = Emitter(opset, kernels, exact=checked)   # the runtime's own model: exact at every edge
-        self.contrib = contrib
+        super().__init__(graph)
+        # checked: the runtime's own model, exact at every edge
+        self.em = Emitter(opset, kernels, exact=checked, contrib_ops=contrib)
         self.f32_io = f32_io                  # bfloat16 inputs/outputs travel as float32
-        self.values: dict[int, str] = {}
-        self.used_contrib = False
         self.checked = checked                # add the reference's index checks (export_checked)
         self.range_checks: list[tuple[str, RangeCheck]] = []    # ([min, max] value, its check)
         self.slice_checks: list[SliceCheck] = []
-        self._outer: tuple[int, Node] | None = None              # the graph node being lowered
+        self.position = {node: index for index, node in enumerate(graph.nodes)}
+        self.outer: Node | None = None        # the graph node being lowered (its checks' place)
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.param_values: dict[str, np.ndarray] | None = None
 
-    def run(self, params) -> onnx.ModelProto:
+    def export(self, params) -> onnx.ModelProto:
         g, em = self.graph, self.em
         for node in g.sources():
             em.fresh(node.attrs["name"])
         # ONNX names are SSA: an output named like an input (a train step's state/step) gets ".out"
         self.out_names = {k: em.fresh(k if k not in g.inputs and k not in g.params else k + ".out")
                           for k in g.outputs}
-        inputs = self._sources(params)
-        lowerings = table()
-        for index, node in enumerate(g.nodes):
-            if id(node) not in self.values:
-                self._outer = (index, node)
-                self.values[id(node)] = self._lower(node, lowerings)
+        self.param_values = _check_params(g, params) if params is not None else None
+        for node in g.sources():
+            self.env[node] = self.source(node)
+        for node in g.nodes:
+            if node.op == "constant":
+                self.env[node] = self.constant(node)
+        self.run()
         outputs = [self._output(name, node) for name, node in g.outputs.items()]
         outputs += [self._check_output(value) for value, _ in self.range_checks]
-        annotations = [value_info(self.values[id(n)], onnx_dtype(n.type.dtype), n.type.shape)
-                       for n in g.nodes if not n.is_source and self.values[id(n)] in em.dtypes
-                       and em.dtypes[self.values[id(n)]] == onnx_dtype(n.type.dtype)]
-        onnx_graph = helper.make_graph(em.nodes, g.name or "graph", inputs, outputs,
+        annotations = [value_info(self.env[n], onnx_dtype(n.type.dtype), n.type.shape)
+                       for n in g.nodes if not n.is_source and self.env[n] in em.dtypes
+                       and em.dtypes[self.env[n]] == onnx_dtype(n.type.dtype)]
+        onnx_graph = helper.make_graph(em.nodes, g.name or "graph", self.inputs, outputs,
                                        initializer=em.initializers, value_info=_dedup(annotations))
         imports = [helper.make_opsetid("", em.opset)]
-        if self.used_contrib:
-            imports.append(helper.make_opsetid("com.microsoft", 1))
+        imports += [helper.make_opsetid(domain, 1) for domain in sorted(em.domains)]
         model = helper.make_model(onnx_graph, opset_imports=imports, producer_name="graphdsl",
                                   producer_version=graphdsl.__version__,
                                   doc_string=f"graphdsl graph {g.name!r}")
@@ -159,30 +168,48 @@ class _Exporter:
                                        else "inputs"})
         return model
 
-    # -- sources ------------------------------------------------------------------------
-    def _sources(self, params) -> list[onnx.ValueInfoProto]:
-        g, em = self.graph, self.em
-        values = _check_params(g, params) if params is not None else None
-        inputs = []
-        for node in g.sources():
-            name = node.attrs["name"]
-            if node.op == "param" and values is not None:
-                self.values[id(node)] = em.initializer(name, values[name])
-                continue
-            dtype = onnx_dtype(node.type.dtype)
-            io_dtype = onnx.TensorProto.FLOAT if (dtype == _BF16 and self.f32_io) else dtype
-            em.dtypes[name] = io_dtype
-            inputs.append(value_info(name, io_dtype, node.type.shape))
-            em.bind_dims(name, node.type.shape)
-            self.values[id(node)] = em.cast(name, dtype)
-        for node in g.nodes:
-            if node.op == "constant":
-                self.values[id(node)] = em.const(node.attrs["value"])
-        return inputs
+    # -- the interpreter's hooks ----------------------------------------------------------
+    def source(self, node: Node) -> str:
+        """A parameter with a value is an initializer; every other source is a graph input."""
+        em, name = self.em, node.attrs["name"]
+        if node.op == "param" and self.param_values is not None:
+            return em.initializer(name, self.param_values[name])
+        dtype = onnx_dtype(node.type.dtype)
+        io_dtype = onnx.TensorProto.FLOAT if (dtype == _BF16 and self.f32_io) else dtype
+        em.dtypes[name] = io_dtype
+        self.inputs.append(value_info(name, io_dtype, node.type.shape))
+        em.bind_dims(name, node.type.shape)
+        return em.cast(name, dtype)
+
+    def constant(self, node: Node) -> str:
+        return self.em.const(node.attrs["value"])
+
+    def call(self, node: Node, args: list[str]) -> str:
+        self.outer = node
+        return self.lower(node, args)
+
+    # -- nodes --------------------------------------------------------------------------
+    def lower(self, node: Node, ins: list[str]) -> str:
+        """The ONNX name of ``node``'s result: its row, or else its decomposition lowered."""
+        if self.checked:
+            ins = self._checked_inputs(node, ins)
+        try:
+            row = EXPORT.choose(self.em, node)
+            if row is not None:
+                return call_row(row, self.em, node, ins)
+            if get_op(node.op).decompose is not None:
+                sub, env = bind_decomposition(node, ins)
+                return Decomposition(sub, self).run(env=env)["out"]
+        except GraphDSLError as e:
+            if e.op is None:
+                e.op = node.op
+            raise e.with_loc(node.loc) from None
+        raise LoweringError("has no ONNX lowering and no decomposition", op=node.op, loc=node.loc,
+                            hint="add a row to backends/onnx/lower/<the op's group>.py")
 
     def _output(self, name: str, node: Node) -> onnx.ValueInfoProto:
         em = self.em
-        value, name = self.values[id(node)], self.out_names[name]
+        value, name = self.env[node], self.out_names[name]
         dtype = onnx_dtype(node.type.dtype)
         if dtype == _BF16 and self.f32_io:
             value, dtype = em.cast(value, onnx.TensorProto.FLOAT), onnx.TensorProto.FLOAT
@@ -199,8 +226,7 @@ class _Exporter:
     def _checked_inputs(self, node: Node, ins: list[str]) -> list[str]:
         """``ins`` with the indices clipped into range, after recording their check. A node of a
         decomposition is checked at the graph node's line."""
-        index, outer = self._outer
-        where = dict(node=index, loc=loc_to_dict(outer.loc))
+        where = dict(node=self.position[self.outer], loc=loc_to_dict(self.outer.loc))
         sc = slice_check_for(node)
         if sc is not None:
             self.slice_checks.append(replace(sc, **where))
@@ -227,51 +253,20 @@ class _Exporter:
         lo_hi = [em.op(op, [flat], keepdims=1) for op in ("ReduceMin", "ReduceMax")]
         return em.op("Concat", lo_hi, axis=0, hint="index_range"), clipped
 
-    # -- nodes --------------------------------------------------------------------------
-    def _lower(self, node: Node, lowerings) -> str:
-        ins = [self.values[id(i)] for i in node.inputs]
-        if self.checked:
-            ins = self._checked_inputs(node, ins)
-        try:
-            if self.contrib:
-                from .contrib import CONTRIB
-                fn = CONTRIB.get(node.op)
-                out = fn(self.em, node, ins) if fn is not None else None
-                if out is not None:
-                    self.used_contrib = True
-                    return out
-            fn = lowerings.get(node.op)
-            if fn is not None:
-                return fn(self.em, node, ins)
-            if get_op(node.op).decompose is not None:
-                return self._decomposed(node, ins, lowerings)
-        except GraphDSLError as e:
-            if e.op is None:
-                e.op = node.op
-            raise e.with_loc(node.loc) from None
-        raise LoweringError("has no ONNX lowering and no decomposition", op=node.op, loc=node.loc,
-                            hint="add a row to backends/onnx/table.py (lower_*.py)")
 
-    def _decomposed(self, node: Node, ins: list[str], lowerings) -> str:
-        """Trace the op's decomposition on placeholders and lower the nodes it made."""
-        b = Builder()
-        with tracing(b):
-            proxies = [b.input(f"x{i}", inp.type) for i, inp in enumerate(node.inputs)]
-            out = get_op(node.op).decompose(*proxies, **dict(node.attrs))
-        sub = Graph({"out": out.node}, sources=b.sources)
-        saved = dict(self.values)
-        for proxy, name in zip(proxies, ins):
-            self.values[id(proxy.node)] = name
-        for inner in sub.nodes:
-            if id(inner) in self.values:
-                continue
-            if inner.op == "constant":
-                self.values[id(inner)] = self.em.const(inner.attrs["value"])
-            else:
-                self.values[id(inner)] = self._lower(inner, lowerings)
-        result = self.values[id(sub.outputs["out"])]
-        self.values = saved
-        return result
+class Decomposition(Interpreter):
+    """An op's decomposition graph, its inputs bound to the ONNX names of the node's inputs, each
+    of its nodes lowered by the exporter that met the op (rows, checks and all)."""
+
+    def __init__(self, graph: Graph, exporter: Exporter):
+        super().__init__(graph)
+        self.exporter = exporter
+
+    def constant(self, node: Node) -> str:
+        return self.exporter.constant(node)
+
+    def call(self, node: Node, args: list[str]) -> str:
+        return self.exporter.lower(node, args)
 
 
 def _check_params(graph: Graph, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -313,4 +308,4 @@ def _dedup(infos):
     return out
 
 
-__all__ = ["export", "export_checked", "save", "DEFAULT_OPSET"]
+__all__ = ["DEFAULT_OPSET", "Exporter", "export", "export_checked", "save"]

@@ -39,7 +39,7 @@ def optimize_file(src, dst, *, level: int = 2, contrib_ops: bool = False,
 
     ``dst``: ``.onnx`` writes the parameters with values as initializers under their own names
     (parameters without values are graph inputs); ``contrib_ops=True`` writes each fused
-    ``attention`` op whose layout fits as ``com.microsoft.MultiHeadAttention`` (see contrib.py).
+    ``attention`` op whose layout fits as ``com.microsoft.MultiHeadAttention`` (lower/attention.py).
     ``.json`` writes the graph, and the parameter values, when there are any, beside it as
     ``<dst stem>.npz`` (what ``--weights`` takes).
 

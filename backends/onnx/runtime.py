@@ -12,7 +12,6 @@ reference, whose error (an index into an empty axis, ...) is the one raised when
 """
 from __future__ import annotations
 
-import functools
 import re
 
 import numpy as np
@@ -22,8 +21,7 @@ from graphdsl.errors import GraphDSLError, TargetError
 from graphdsl.graph import Graph
 
 from ..base import Executable
-from ..tvm.checks import NanCheck, call_sizes, is_allocation_failure, out_of_memory
-from .emitter import KernelTable
+from ..checks import NanCheck, call_sizes, is_allocation_failure, out_of_memory
 from .export import DEFAULT_OPSET, export_checked
 
 
@@ -34,20 +32,6 @@ def _ort():
         raise TargetError("the onnxruntime target needs the onnxruntime package",
                           hint="pip install onnxruntime (it is in the [test] extra)") from None
     return onnxruntime
-
-
-@functools.lru_cache(maxsize=1)
-def ort_kernel_table() -> KernelTable:
-    """The element types of every CPU kernel of ONNX Runtime's default domain, from its registry."""
-    from onnxruntime.capi import _pybind_state as C
-    entries: dict[str, list] = {}
-    for k in C.get_all_opkernel_def():
-        if k.provider != "CPUExecutionProvider" or k.domain not in ("", "ai.onnx"):
-            continue
-        start, end = k.version_range
-        types = {c: set(ts) for c, ts in k.type_constraints.items()}
-        entries.setdefault(k.op_name, []).append((start, end, types))
-    return KernelTable(entries)
 
 
 class OrtExecutable(Executable):

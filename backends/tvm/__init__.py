@@ -1,6 +1,8 @@
 """The TVM backend: graph -> Relax (our lowering table) -> schedules -> LLVM or CUDA kernels.
 
-``backends.compile(graph, "llvm")`` lands here; ``"cuda"`` lands in backends/tvm/cuda.py. TVM is
+``backends.compile(graph, "llvm")`` lands in ``compile`` here, ``"cuda"`` in ``compile_cuda``; both
+go through ``compile_for``, and devices.py picks the executable class (the one place llvm and cuda
+part; cuda.py holds what only the GPU needs). TVM is
 imported only when this package is (when a TVM target is first compiled for).
 
 Options: ``num_cores`` (llvm: threads the kernels are built for; default the usable cores),
@@ -17,13 +19,19 @@ from __future__ import annotations
 from graphdsl.errors import TargetError
 from graphdsl.graph import Graph
 
-from .checks import NanCheck
+from ..checks import NanCheck
 from .target import make_target
 
 
 def compile(graph: Graph, **options):
     """Compile ``graph`` for this host's CPU; returns a TVMExecutable."""
     return compile_for("llvm", graph, **options)
+
+
+def compile_cuda(graph: Graph, **options):
+    """Build ``graph`` for the GPU (and its PTX, when nvcc is present; see cuda.py); returns a
+    CudaExecutable, whose source and PTX need no GPU (calling it does)."""
+    return compile_for("cuda", graph, **options)
 
 
 def compile_for(kind: str, graph: Graph, *, cache: bool = True, check_nan: bool = False, **options):
@@ -53,16 +61,11 @@ def compile_for(kind: str, graph: Graph, *, cache: bool = True, check_nan: bool 
 
 def _build(kind: str, graph: Graph, target, arch, emulate: bool = False):
     from .build import build
+    from .devices import executable_class
     from .lower import lower
     lowered = lower(graph, kind, gpu_kernels_on_cpu=emulate)
     vm_exec = build(lowered.mod, target)
-    common = dict(target=kind, tvm_target=str(target), range_checks=lowered.range_checks,
-                  slice_checks=lowered.slice_checks)
-    if kind == "cuda":
-        from .cuda import CUDA_ARCH, CudaExecutable, nvcc_available
-        exe = CudaExecutable(graph, vm_exec, arch=arch or CUDA_ARCH, **common)
-        if nvcc_available():
-            exe.ptx()  # compile the kernels now: a machine without a GPU still checks they compile
-        return exe
-    from .executable import TVMExecutable
-    return TVMExecutable(graph, vm_exec, **common)
+    exe = executable_class(kind)(graph, vm_exec, target=kind, tvm_target=str(target), arch=arch,
+                                 range_checks=lowered.range_checks, slice_checks=lowered.slice_checks)
+    exe.compile_ahead()
+    return exe

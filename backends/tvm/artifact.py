@@ -8,7 +8,9 @@
     DIR/weights.safetensors   optional: the parameter values (``save(..., weights=params)``), so
                       ``backends.load(DIR)`` gives an executable that needs only the inputs
 
-The compile cache (cache.py) stores its entries in this same format. Saving replaces an earlier
+``save`` writes one and ``read`` checks one; devices.load turns what ``read`` returns into the
+executable class of its target (this module knows no executable class, so the executable's own
+``save`` may call it). The compile cache (cache.py) stores its entries in this same format. Saving replaces an earlier
 artifact in DIR in one rename, and refuses a DIR that holds anything else (it is not ours to delete).
 Loading ``module.so`` runs native code: load artifacts you (or your cache) built, like any library.
 """
@@ -19,13 +21,14 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from graphdsl.errors import GraphDSLError
 from graphdsl.files import digest, fsync
 from graphdsl.graph import Graph
 
-from . import checks as _checks
+from .. import checks as _checks
 from .target import versions
 
 FORMAT = "graphdsl-tvm-artifact"
@@ -57,7 +60,7 @@ def save(exe, directory, *, weights=None) -> Path:
             write_arrays(tmp / WEIGHTS, weights)
         meta = _meta(exe)
         meta["files"] = {f.name: digest(f) for f in sorted(tmp.iterdir())}   # checked at load
-        meta["meta_sha256"] = _meta_digest(meta)
+        meta["meta_sha256"] = meta_digest(meta)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         for f in tmp.iterdir():
             fsync(f)
@@ -95,7 +98,7 @@ def _check_replaceable(directory: Path) -> None:
 def _meta(exe) -> dict:
     g = exe.graph
     return {"format": FORMAT, "version": 1, "target": exe.target, "tvm_target": exe.tvm_target,
-            "arch": getattr(exe, "arch", None), "versions": versions(),
+            "arch": exe.arch, "versions": versions(),
             "inputs": {k: str(n.type) for k, n in g.inputs.items()},
             "params": {k: str(n.type) for k, n in g.params.items()},
             "outputs": {k: str(n.type) for k, n in g.outputs.items()},
@@ -108,7 +111,7 @@ _REQUIRED = {"format": str, "version": int, "target": str, "tvm_target": str, "v
              "meta_sha256": str}
 
 
-def _meta_digest(meta: dict) -> str:
+def meta_digest(meta: dict) -> str:
     body = {k: v for k, v in meta.items() if k != "meta_sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
@@ -130,7 +133,7 @@ def read_meta(directory: Path) -> dict:
     if bad:
         raise GraphDSLError(f"{directory}/meta.json is damaged: {', '.join(bad)} where the artifact format "
                             f"needs each key with its type", hint=hint)
-    if meta["meta_sha256"] != _meta_digest(meta):
+    if meta["meta_sha256"] != meta_digest(meta):
         raise GraphDSLError(f"{directory}/meta.json was edited or damaged after it was saved (its digest "
                             f"does not match)", hint=hint)
     for name, want in meta["files"].items():
@@ -152,18 +155,34 @@ def _check_convention(directory: Path, meta: dict, graph: Graph) -> None:
                                 f"for {meta[kind]}", hint="the graph and the module come from different compiles")
 
 
-def load(directory, *, graph: Graph | None = None, check_versions: bool = True):
-    """Load an executable saved by ``save``; no compilation happens.
+@dataclass(frozen=True)
+class Saved:
+    """What an artifact directory holds, every file checked (``read``); devices.load makes it an
+    executable of the class its target names."""
 
-    Everything is checked before TVM loads the library: meta.json's keys and digest, every file's
-    sha256, and that the graph has the calling convention the module was built for. ``graph``
-    (equal to the saved one) is used instead of parsing graph.json, when given. A cuda module loads
-    on a machine without a GPU as source and PTX only (calling it raises). Loading module.so runs
-    the native code in it: load only artifacts you (or your compile cache) built.
+    directory: Path
+    meta: dict
+    graph: Graph
+    range_checks: list
+    slice_checks: list
+    weights: dict | None      # the bundled parameter values, checked against the graph
+
+    @property
+    def target(self) -> str:
+        return self.meta["target"]
+
+    @property
+    def module_path(self) -> Path:
+        return self.directory / MODULE
+
+
+def read(directory, *, graph: Graph | None = None, check_versions: bool = True) -> Saved:
+    """Read and check an artifact saved by ``save``; nothing is loaded into TVM here.
+
+    Everything is checked before a kernel can run: meta.json's keys and digest, every file's
+    sha256, the library versions, and that the graph has the calling convention the module was
+    built for. ``graph`` (equal to the saved one) is used instead of parsing graph.json, when given.
     """
-    import tvm
-    from .cuda import CudaExecutable, gpu_available
-    from .executable import TVMExecutable
     directory = Path(directory)
     meta = read_meta(directory)
     if check_versions and meta["versions"] != versions():
@@ -171,16 +190,12 @@ def load(directory, *, graph: Graph | None = None, check_versions: bool = True):
                             hint="recompile it with this installation")
     graph = graph or Graph.from_json((directory / "graph.json").read_text())
     _check_convention(directory, meta, graph)
-    cuda = meta["target"] == "cuda"
-    module = None if cuda and not gpu_available() else tvm.runtime.load_module(str(directory / MODULE))
-    common = dict(target=meta["target"], tvm_target=meta["tvm_target"],
-                  range_checks=_checks.rebind(_checks.from_json(meta["range_checks"]), graph),
-                  slice_checks=_checks.rebind(_checks.from_json(meta["slice_checks"]), graph))
-    exe = CudaExecutable(graph, module, arch=meta.get("arch"), **common) if cuda else TVMExecutable(graph, module, **common)
-    exe.load_extra_files(directory)
-    exe.artifact_dir = directory
+    weights = None
     if (directory / WEIGHTS).exists():
         from graphdsl.weights import check_params, read_arrays
-        exe.bind_weights(check_params(graph, read_arrays(directory / WEIGHTS, "bundled weights"),
-                                      f"the weights in {directory / WEIGHTS}"))
-    return exe
+        weights = check_params(graph, read_arrays(directory / WEIGHTS, "bundled weights"),
+                               f"the weights in {directory / WEIGHTS}")
+    return Saved(directory, meta, graph,
+                 range_checks=_checks.rebind(_checks.from_json(meta["range_checks"]), graph),
+                 slice_checks=_checks.rebind(_checks.from_json(meta["slice_checks"]), graph),
+                 weights=weights)

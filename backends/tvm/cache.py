@@ -51,7 +51,7 @@ def lookup(k: str, graph: Graph):
         return _MEMORY[k].with_graph(graph)
     path = cache_dir() / k
     if (path / "meta.json").exists():
-        from .artifact import load
+        from .devices import load
         try:
             exe = load(path, graph=graph)
         except (GraphDSLError, OSError, RuntimeError):
@@ -77,7 +77,8 @@ def store(k: str, exe):
     generates machine code once, for the export, instead of once more for TVM's in-process JIT.
     Without a C compiler (or with a read-only cache directory) ``exe`` itself is kept.
     """
-    from .artifact import load, save
+    from .artifact import save
+    from .devices import load
     try:
         path = save(exe, cache_dir() / k)
         loaded = load(path, graph=exe.graph)

@@ -1,6 +1,6 @@
 """The cuda target: CUDA kernels from dlight-scheduled TIR, inspectable and compiled without a GPU.
 
-``backends.compile(graph, "cuda")`` builds the whole graph for the GPU and, when ``nvcc`` is on
+``backends.compile(graph, "cuda")`` (backends.tvm.compile_cuda) builds the whole graph for the GPU and, when ``nvcc`` is on
 the PATH, compiles the generated CUDA C to PTX for ``arch`` (sm_90 by default) right away, so a
 machine without a GPU still checks that the kernels compile. ``exe.cuda_source()`` and
 ``exe.ptx()`` give both texts; ``exe.save_source(path)`` writes the CUDA C.
@@ -21,7 +21,7 @@ from graphdsl.errors import GraphDSLError, TargetError
 from graphdsl.graph import Graph
 
 from .executable import TVMExecutable
-from .target import CUDA_ARCH  # noqa: F401  (re-exported for __init__)
+from .target import CUDA_ARCH
 
 _KNOWN_PTX: dict[str, tuple[str, str]] = {}   # sha256(source) -> (arch, ptx)
 _hook_installed = False
@@ -59,11 +59,22 @@ def compile_ptx(source: str, arch: str = CUDA_ARCH) -> str:
 class CudaExecutable(TVMExecutable):
     """A module built for the GPU. Calling it needs a GPU; its source and PTX do not."""
 
-    def __init__(self, graph: Graph, vm_exec, *, arch: str = CUDA_ARCH, **kwargs):
-        super().__init__(graph, vm_exec, **kwargs)
-        self.arch = arch
+    on_host = False
+
+    def __init__(self, graph: Graph, vm_exec, *, arch: str | None = None, **kwargs):
+        super().__init__(graph, vm_exec, arch=arch or CUDA_ARCH, **kwargs)
         self._source: str | None = None
         self._ptx: str | None = None
+
+    @classmethod
+    def device_present(cls) -> bool:
+        return gpu_available()
+
+    def compile_ahead(self) -> None:
+        """Compile the kernels to PTX now, when nvcc is here: a machine without a GPU still checks
+        that they compile."""
+        if nvcc_available():
+            self.ptx()
 
     @property
     def device(self):
@@ -143,9 +154,3 @@ def _install_hook() -> None:
 
     tvm_ffi.register_global_func("tvm_callback_cuda_compile", cuda_compile, override=True)
     _hook_installed = True
-
-
-def compile(graph: Graph, **options) -> CudaExecutable:
-    """Build ``graph`` for the GPU (and its PTX, when nvcc is present); see the module docstring."""
-    from . import compile_for
-    return compile_for("cuda", graph, **options)

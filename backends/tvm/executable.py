@@ -1,4 +1,5 @@
-"""The compiled TVM module behind the common Executable calling convention."""
+"""The compiled TVM module behind the common Executable calling convention (the llvm target's
+class; cuda.CudaExecutable extends it, and backends/tvm/__init__.executable_class picks one)."""
 from __future__ import annotations
 
 import copy
@@ -13,7 +14,7 @@ from graphdsl.errors import GraphDSLError
 from graphdsl.graph import Graph
 
 from ..base import Executable
-from .checks import NanCheck, call_sizes, is_allocation_failure, out_of_memory
+from ..checks import NanCheck, call_sizes, is_allocation_failure, out_of_memory
 
 ALIGNMENT = 64  # bytes: what TVM's generated kernels assume of every buffer
 
@@ -41,11 +42,14 @@ class TVMExecutable(Executable):
     the sizes of the call, never TVM's own exception.
     """
 
-    def __init__(self, graph: Graph, vm_exec, *, target: str, tvm_target: str = "",
+    on_host = True   # the kernels' buffers are host memory, which NumPy can view
+
+    def __init__(self, graph: Graph, vm_exec, *, target: str, tvm_target: str = "", arch: str | None = None,
                  range_checks=(), slice_checks=(), check_nan: bool = False):
         super().__init__(graph)
         self.target = target
         self.tvm_target = tvm_target
+        self.arch = arch          # the GPU architecture the kernels are built for (None: the CPU)
         self.vm_exec = vm_exec
         self.artifact_dir = None  # the directory this module was loaded from, if any
         self.range_checks = list(range_checks)
@@ -56,6 +60,14 @@ class TVMExecutable(Executable):
         self._staging: dict[str, tuple] = {}     # name -> what _stage returned
         self._staged_ptrs: set[int] = set()      # data pointers of the staging buffers
         self._last: dict[str, tuple] = {}       # name -> (array, shape, dtype, its TVM view or None)
+
+    @classmethod
+    def device_present(cls) -> bool:
+        """Whether this machine has the device the modules of this class run on."""
+        return True
+
+    def compile_ahead(self) -> None:
+        """Work a fresh build does before its first call (the CPU's code is ready: none)."""
 
     @property
     def device(self):
@@ -109,7 +121,7 @@ class TVMExecutable(Executable):
 
     def _view(self, arr: np.ndarray):
         """A TVM tensor sharing ``arr``'s memory, or None where the kernels need a copy of it."""
-        if self.target == "cuda" or not arr.flags.c_contiguous or arr.size == 0:
+        if not self.on_host or not arr.flags.c_contiguous or arr.size == 0:
             return None   # (NumPy gives an empty array strides of 0, which TVM refuses as not compact)
         try:
             view = tvm_ffi.from_dlpack(arr)
@@ -138,7 +150,7 @@ class TVMExecutable(Executable):
             self._staged_ptrs.discard(old[0].data_ptr())
         buf = tvm.runtime.empty(arr.shape, str(arr.dtype), self.device)
         host = None
-        if self.target != "cuda":
+        if self.on_host:
             try:
                 host = np.from_dlpack(buf)
             except (BufferError, TypeError, RuntimeError):   # bfloat16: NumPy has no DLPack code
@@ -148,13 +160,13 @@ class TVMExecutable(Executable):
         return staged
 
     def _to_numpy(self, tensor) -> np.ndarray:
-        if self.target == "cuda" or tensor.data_ptr() in self._staged_ptrs or str(tensor.dtype) == "bfloat16":
+        if not self.on_host or tensor.data_ptr() in self._staged_ptrs or str(tensor.dtype) == "bfloat16":
             return tensor.numpy()  # (an output that is a staging buffer would change on the next call)
         return np.from_dlpack(tensor)
 
     def with_graph(self, graph: Graph) -> "TVMExecutable":
         """The same compiled module, checking calls against ``graph`` (an equal graph)."""
-        from .checks import rebind
+        from ..checks import rebind
         other = copy.copy(self)
         other.graph, other._vm = graph, None
         other.range_checks, other.slice_checks = rebind(self.range_checks, graph), rebind(self.slice_checks, graph)

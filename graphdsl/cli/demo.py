@@ -143,4 +143,4 @@ def _loss_softmax(graph) -> int:
     """Softmax nodes that feed a loss (cross-entropy's own), not attention."""
     users = graph.users()
     return sum(1 for n in graph.nodes if n.op == "softmax"
-               and any(u.op in ("cross_entropy", "nll") for u in users[id(n)]))
+               and any(u.op in ("cross_entropy", "nll") for u in users[n]))

@@ -52,11 +52,11 @@ class Module:
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         """``(dotted name, Parameter)``; a Parameter shared by two modules is listed once."""
-        seen: set[int] = set()
+        seen: set[Parameter] = set()   # a Parameter hashes by identity
         for mod_name, m in self.named_modules(prefix):
             for name, p in m._params.items():
-                if id(p) not in seen:
-                    seen.add(id(p))
+                if p not in seen:
+                    seen.add(p)
                     yield (f"{mod_name}.{name}" if mod_name else name), p
 
     def parameters(self) -> dict[str, Parameter]:

@@ -1,16 +1,17 @@
-"""Walk an ONNX graph node by node, building our Graph with the op-for-op handlers of table.py.
+"""Walk an ONNX graph node by node, building our Graph with the handlers of the IMPORT table.
 
 Transformer exports compute shapes at run time (Shape -> Gather -> Concat -> Reshape). Here those
-values are known at import time: a ``Sym`` holds a small integer tensor whose entries are ints or
-our symbolic dims, so ``Reshape(x, Concat(Shape(x)[0], Shape(x)[1], 12, 64))`` becomes
+values are known at import time: a ``Sym`` (values.py) holds a small integer tensor whose entries
+are ints or our symbolic dims, so ``Reshape(x, Concat(Shape(x)[0], Shape(x)[1], 12, 64))`` becomes
 ``reshape(x, shape=(batch, seq, 12, 64))``. Values computed from constants alone are folded with
 the ops' reference implementations. Each node keeps its ONNX node as its source location, so an
-error names the ONNX node it came from.
+error names the ONNX node it came from. Each ONNX node goes to its row of ``IMPORT`` (table.py;
+handlers.py imports the modules that fill it) as ``handler(importer, onnx_node, *inputs)``, with
+the node's attributes parsed into ``importer.attrs``.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -19,40 +20,15 @@ from onnx import numpy_helper
 
 from graphdsl import dtypes as _dt
 from graphdsl.errors import GraphDSLError, GraphError, SourceLoc
-from graphdsl.graph import Graph
+from graphdsl.graph import Graph, Node
 from graphdsl.registry import get as get_op
 from graphdsl.tracing import Builder, Tensor, tracing
 from graphdsl.types import Dim, TensorType
 
+from .handlers import IMPORT
+from .values import Sym, dtype_of, has_dim, simplify
+
 FOLD_LIMIT = 1 << 20   # fold constant subgraphs whose results have at most this many elements
-
-DTYPES = {
-    onnx.TensorProto.FLOAT: _dt.float32, onnx.TensorProto.DOUBLE: _dt.float64,
-    onnx.TensorProto.FLOAT16: _dt.float16, onnx.TensorProto.BFLOAT16: _dt.bfloat16,
-    onnx.TensorProto.INT64: _dt.int64, onnx.TensorProto.INT32: _dt.int32,
-    onnx.TensorProto.UINT32: _dt.uint32, onnx.TensorProto.BOOL: _dt.bool_,
-}
-
-
-def dtype_of(elem_type: int, what: str) -> _dt.DType:
-    if elem_type not in DTYPES:
-        name = onnx.TensorProto.DataType.Name(elem_type) if elem_type in onnx.TensorProto.DataType.values() \
-            else str(elem_type)
-        raise GraphError(f"{what} has element type {name}, which graphdsl does not support",
-                         hint="supported: " + ", ".join(d.name for d in DTYPES.values()))
-    return DTYPES[elem_type]
-
-
-@dataclass(frozen=True)
-class Sym:
-    """An integer tensor known at import time whose entries may be symbolic dims."""
-
-    value: np.ndarray      # dtype object: ints and Dims
-    dtype: _dt.DType
-
-
-def has_dim(arr: np.ndarray) -> bool:
-    return arr.dtype == object and any(isinstance(v, Dim) for v in arr.flat)
 
 
 class Importer:
@@ -75,15 +51,13 @@ class Importer:
         self.params: dict[str, np.ndarray] = {}
         self.dim_sources: dict[str, tuple[Tensor, int]] = {}
         self._dim_names: dict[str, str] = {}
-        self.node = None   # the ONNX node being imported
-        self._memo: dict[int, tuple] = {}   # id(node) -> (node, its constant value or None)
+        self.attrs: dict = {}   # the attributes of the ONNX node being imported, as Python values
+        self._folded: dict[Node, np.ndarray | None] = {}   # node -> its constant value, or None
 
     # -- the walk -------------------------------------------------------------------------
     def run(self) -> Graph:
-        from .table import handlers
-        table = handlers()
         g = self.model.graph
-        self._check_supported(g, table)
+        self._check_supported(g)
         with tracing(self.b):
             init_names = {t.name for t in g.initializer}
             for vi in g.input:
@@ -92,7 +66,7 @@ class Importer:
             for t in g.initializer:
                 self._initializer(t)
             for index, node in enumerate(g.node):
-                self._node(index, node, table[node.op_type])
+                self._node(index, node)
             self.b.loc_override = None
             outputs = {}
             for vi in g.output:
@@ -103,30 +77,30 @@ class Importer:
         return Graph(outputs, name=name, sources=self.b.sources,
                      meta={"source": self.label, "onnx_opset": self.opset})
 
-    def _check_supported(self, g, handlers) -> None:
+    def _check_supported(self, g) -> None:
         """One error listing every op type we cannot import (with counts), not just the first."""
         missing: dict[str, int] = {}
         for node in g.node:
             domain = node.domain or "ai.onnx"
             key = node.op_type if domain == "ai.onnx" else f"{domain}.{node.op_type}"
-            if domain != "ai.onnx" or node.op_type not in handlers:
+            if domain != "ai.onnx" or node.op_type not in IMPORT:
                 missing[key] = missing.get(key, 0) + 1
         if missing:
             listed = ", ".join(f"{op} ({n} node{'s' if n > 1 else ''})" for op, n in sorted(missing.items()))
             raise GraphError(f"{self.label} uses ONNX ops graphdsl cannot import: {listed}",
-                             hint=f"supported ops: {', '.join(sorted(handlers))}")
+                             hint=f"supported ops: {', '.join(IMPORT.keys())}")
 
-    def _node(self, index: int, node, handler) -> None:
+    def _node(self, index: int, node) -> None:
         ins = [self.env[n] if n else None for n in node.input]
         for n in node.input:
             if n and n not in self.env:
                 raise GraphError(f"{self.label}: node {index} ({node.op_type}) reads {n!r} before any "
                                  f"node computes it", hint="ONNX graphs must be topologically sorted")
-        attrs = {a.name: _attr_value(a) for a in node.attribute}
-        self.node = node
+        self.attrs = {a.name: _attr_value(a) for a in node.attribute}
         self.b.loc_override = SourceLoc(self.label, index, f"{node.op_type} {node.name}".strip())
+        handler = IMPORT.choose(self, node, node.op_type).fn
         try:
-            result = handler(self, ins, attrs)
+            result = handler(self, node, *ins)
         except GraphDSLError as e:
             if e.loc is None:
                 e.loc = self.b.loc_override
@@ -191,7 +165,7 @@ class Importer:
         dtype = _dt.dtype(dtype)
         arr = np.asarray(arr)
         if has_dim(arr):
-            return Sym(np.vectorize(_simplify, otypes=[object])(arr) if arr.size else arr, dtype)
+            return Sym(np.vectorize(simplify, otypes=[object])(arr) if arr.size else arr, dtype)
         return self.const(arr.astype(np.int64) if arr.dtype == object else arr, dtype)
 
     def known(self, v) -> np.ndarray | None:
@@ -209,7 +183,7 @@ class Importer:
             raise GraphError(f"{what} must be known when importing (a constant or computed from "
                              f"shapes), but it depends on run-time values",
                              hint="fix the dynamic axes it depends on with dims={'name': size}")
-        return [_simplify(x) for x in np.asarray(arr).reshape(-1).tolist()]
+        return [simplify(x) for x in np.asarray(arr).reshape(-1).tolist()]
 
     def tensor(self, v) -> Tensor:
         """``v`` as a graph value: a Sym becomes run-time arithmetic on input sizes."""
@@ -260,14 +234,13 @@ class Importer:
     def _constant_value(self, node) -> np.ndarray | None:
         """The value of ``node`` if it depends on constants only (small results), else None.
 
-        Memoized over the whole import (the memo keeps each node alive, so ids stay unique):
-        every node is evaluated at most once, and the recursion only descends into nodes that the
-        current handler made, since earlier outputs are already memoized.
+        Memoized over the whole import, keyed by node: every node is evaluated at most once, and
+        the recursion only descends into nodes that the current handler made, since earlier
+        outputs are already memoized.
         """
-        key = id(node)
-        if key in self._memo:
-            return self._memo[key][1]
-        self._memo[key] = (node, None)
+        if node in self._folded:
+            return self._folded[node]
+        self._folded[node] = None
         value = None
         if node.op == "constant":
             value = node.attrs["value"]
@@ -283,20 +256,12 @@ class Importer:
             if op.ref is not None and len(args) == len(node.inputs) and all(a is not None for a in args):
                 with np.errstate(all="ignore"):
                     value = np.asarray(op.ref(*args, **dict(node.attrs)))
-        self._memo[key] = (node, value)
+        self._folded[node] = value
         return value
 
 
 def _symbolic(v) -> bool:
     return isinstance(v, Dim) or (isinstance(v, tuple) and any(_symbolic(x) for x in v))
-
-
-def _simplify(v):
-    if isinstance(v, Dim):
-        return v.simplify()
-    if isinstance(v, (np.integer, int)):
-        return int(v)
-    return v
 
 
 def _attr_value(attr):

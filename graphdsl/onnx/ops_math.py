@@ -15,9 +15,8 @@ from graphdsl import ops
 from graphdsl.errors import GraphError
 from graphdsl.types import Dim, dim_div
 
-from .importer import Sym
-from .ops_shape import _axes_arg, _axis, _known_all
-from .table import handles
+from .table import IMPORT
+from .values import Sym, axes_arg, known_all, normalize_axis
 
 
 class _Unknown(Exception):
@@ -60,7 +59,7 @@ _SYMBOLIC = {"Add": operator.add, "Sub": operator.sub, "Mul": operator.mul, "Div
 
 def _on_syms(imp, op_type: str, ins):
     """Evaluate integer shape arithmetic at import time; None when some entry is unknown."""
-    known, symbolic = _known_all(imp, ins)
+    known, symbolic = known_all(imp, ins)
     if known is None or not symbolic:
         return None
     fn = np.frompyfunc(lambda a, b: _SYMBOLIC[op_type](_py(a), _py(b)), 2, 1)
@@ -87,25 +86,26 @@ _BINARY = {"Add": ops.add, "Sub": ops.sub, "Mul": ops.mul, "Equal": ops.equal, "
 
 
 def _binary(op_type, op):
-    def handler(imp, ins, attrs):
+    def handler(imp, node, a, b):
         if op_type in _SYMBOLIC:
-            done = _on_syms(imp, op_type, ins)
+            done = _on_syms(imp, op_type, [a, b])
             if done is not None:
                 return done
-        return op(imp.tensor(ins[0]), imp.tensor(ins[1]))
+        return op(imp.tensor(a), imp.tensor(b))
+    handler.__qualname__ = f"binary({op_type!r})"
     return handler
 
 
 for _name, _op in _BINARY.items():
-    handles(_name)(_binary(_name, _op))
+    IMPORT.register(_name, _binary(_name, _op))
 
 
-@handles("Div")
-def _div(imp, ins, attrs):
-    done = _on_syms(imp, "Div", ins)
+@IMPORT.register("Div")
+def _div(imp, node, a, b):
+    done = _on_syms(imp, "Div", [a, b])
     if done is not None:
         return done
-    a, b = imp.tensor(ins[0]), imp.tensor(ins[1])
+    a, b = imp.tensor(a), imp.tensor(b)
     q = a / b
     if not a.dtype.is_int:
         return q
@@ -115,23 +115,23 @@ def _div(imp, ins, attrs):
     return ops.where(ops.logical_and(inexact, signs_differ), q + 1, q)
 
 
-@handles("Max", "Min", "Sum")
-def _variadic(imp, ins, attrs):
-    op_type = imp.node.op_type
+@IMPORT.register(("Max", "Min", "Sum"))
+def _variadic(imp, node, *xs):
+    op_type = node.op_type
     if op_type != "Sum":
-        done = _on_syms(imp, op_type, ins)
+        done = _on_syms(imp, op_type, xs)
         if done is not None:
             return done
     op = {"Max": ops.maximum, "Min": ops.minimum, "Sum": ops.add}[op_type]
-    out = imp.tensor(ins[0])
-    for v in ins[1:]:
+    out = imp.tensor(xs[0])
+    for v in xs[1:]:
         out = op(out, imp.tensor(v))
     return out
 
 
-@handles("Pow")
-def _pow(imp, ins, attrs):
-    x, y = imp.tensor(ins[0]), imp.tensor(ins[1])
+@IMPORT.register("Pow")
+def _pow(imp, node, base, exponent):
+    x, y = imp.tensor(base), imp.tensor(exponent)
     return ops.pow(x, y if y.dtype == x.dtype else y.astype(x.dtype))
 
 
@@ -140,65 +140,65 @@ _UNARY = {"Neg": ops.neg, "Abs": ops.abs, "Sqrt": ops.sqrt, "Exp": ops.exp, "Log
           "Cos": ops.cos, "Not": ops.logical_not}
 
 
-def _unary(op):
-    def handler(imp, ins, attrs):
-        x = ins[0]
+def _unary(op_type, op):
+    def handler(imp, node, x):
         if op is ops.neg and isinstance(x, Sym):
             return imp.value(-x.value, x.dtype)
         return op(imp.tensor(x))
+    handler.__qualname__ = f"unary({op_type!r})"
     return handler
 
 
 for _name, _op in _UNARY.items():
-    handles(_name)(_unary(_op))
+    IMPORT.register(_name, _unary(_name, _op))
 
 
-@handles("Reciprocal")
-def _reciprocal(imp, ins, attrs):
-    return 1.0 / imp.tensor(ins[0])
+@IMPORT.register("Reciprocal")
+def _reciprocal(imp, node, x):
+    return 1.0 / imp.tensor(x)
 
 
-@handles("IsNaN")
-def _isnan(imp, ins, attrs):
-    x = imp.tensor(ins[0])
+@IMPORT.register("IsNaN")
+def _isnan(imp, node, x):
+    x = imp.tensor(x)
     return ops.not_equal(x, x)
 
 
-@handles("IsInf")
-def _isinf(imp, ins, attrs):
-    x = imp.tensor(ins[0])
+@IMPORT.register("IsInf")
+def _isinf(imp, node, x):
+    x = imp.tensor(x)
     pos, neg = ops.equal(x, math.inf), ops.equal(x, -math.inf)
-    want_pos, want_neg = attrs.get("detect_positive", 1), attrs.get("detect_negative", 1)
+    want_pos, want_neg = imp.attrs.get("detect_positive", 1), imp.attrs.get("detect_negative", 1)
     if want_pos and want_neg:
         return ops.logical_or(pos, neg)
     return pos if want_pos else neg if want_neg else ops.logical_and(pos, neg)
 
 
-@handles("Gelu")
-def _gelu(imp, ins, attrs):
-    return ops.gelu(imp.tensor(ins[0]), approximate=attrs.get("approximate", "none"))
+@IMPORT.register("Gelu")
+def _gelu(imp, node, x):
+    return ops.gelu(imp.tensor(x), approximate=imp.attrs.get("approximate", "none"))
 
 
-@handles("LeakyRelu")
-def _leaky_relu(imp, ins, attrs):
-    x = imp.tensor(ins[0])
-    return ops.where(ops.greater_equal(x, 0.0), x, x * attrs.get("alpha", 0.01))
+@IMPORT.register("LeakyRelu")
+def _leaky_relu(imp, node, x):
+    x = imp.tensor(x)
+    return ops.where(ops.greater_equal(x, 0.0), x, x * imp.attrs.get("alpha", 0.01))
 
 
-@handles("Clip")
-def _clip(imp, ins, attrs):
-    x = imp.tensor(ins[0])
-    if len(ins) > 1 and ins[1] is not None:
-        x = ops.maximum(x, imp.tensor(ins[1]))
-    if len(ins) > 2 and ins[2] is not None:
-        x = ops.minimum(x, imp.tensor(ins[2]))
+@IMPORT.register("Clip")
+def _clip(imp, node, x, low=None, high=None):
+    x = imp.tensor(x)
+    if low is not None:
+        x = ops.maximum(x, imp.tensor(low))
+    if high is not None:
+        x = ops.minimum(x, imp.tensor(high))
     return x
 
 
 # -- matrix products -----------------------------------------------------------------------------
-@handles("MatMul")
-def _matmul(imp, ins, attrs):
-    a, b = imp.tensor(ins[0]), imp.tensor(ins[1])
+@IMPORT.register("MatMul")
+def _matmul(imp, node, a, b):
+    a, b = imp.tensor(a), imp.tensor(b)
     vec_a, vec_b = a.ndim == 1, b.ndim == 1
     out = (a.unsqueeze(0) if vec_a else a) @ (b.unsqueeze(-1) if vec_b else b)
     if vec_b:
@@ -208,36 +208,37 @@ def _matmul(imp, ins, attrs):
     return out
 
 
-@handles("Gemm")
-def _gemm(imp, ins, attrs):
-    a, b = imp.tensor(ins[0]), imp.tensor(ins[1])
+@IMPORT.register("Gemm")
+def _gemm(imp, node, a, b, c=None):
+    attrs = imp.attrs
+    a, b = imp.tensor(a), imp.tensor(b)
     a = a.mT if attrs.get("transA", 0) else a
     b = b.mT if attrs.get("transB", 0) else b
     out = a @ b
     if attrs.get("alpha", 1.0) != 1.0:
         out = out * attrs["alpha"]
-    if len(ins) > 2 and ins[2] is not None:
-        c = imp.tensor(ins[2])
+    if c is not None:
+        c = imp.tensor(c)
         out = out + (c * attrs["beta"] if attrs.get("beta", 1.0) != 1.0 else c)
     return out
 
 
 # -- softmax and normalization ---------------------------------------------------------------------
-@handles("Softmax", "LogSoftmax")
-def _softmax(imp, ins, attrs):
-    x = imp.tensor(ins[0])
-    axis = _axis(attrs.get("axis", -1), x.ndim)
-    return ops.softmax(x, axis=axis) if imp.node.op_type == "Softmax" else ops.log_softmax(x, axis=axis)
+@IMPORT.register(("Softmax", "LogSoftmax"))
+def _softmax(imp, node, x):
+    x = imp.tensor(x)
+    axis = normalize_axis(imp.attrs.get("axis", -1), x.ndim)
+    return ops.softmax(x, axis=axis) if node.op_type == "Softmax" else ops.log_softmax(x, axis=axis)
 
 
-@handles("LayerNormalization")
-def _layer_norm(imp, ins, attrs):
-    if any(imp.node.output[1:]):
+@IMPORT.register("LayerNormalization")
+def _layer_norm(imp, node, x, scale, bias=None):
+    if any(node.output[1:]):
         raise GraphError("LayerNormalization's Mean and InvStdDev outputs are not supported")
-    x = imp.tensor(ins[0])
-    scale = imp.tensor(ins[1])
-    bias = imp.tensor(ins[2]) if len(ins) > 2 and ins[2] is not None else None
-    axis, eps = _axis(attrs.get("axis", -1), x.ndim), attrs.get("epsilon", 1e-5)
+    x = imp.tensor(x)
+    scale = imp.tensor(scale)
+    bias = imp.tensor(bias) if bias is not None else None
+    axis, eps = normalize_axis(imp.attrs.get("axis", -1), x.ndim), imp.attrs.get("epsilon", 1e-5)
     if axis == x.ndim - 1 and scale.ndim == 1:
         return ops.layer_norm(x, scale, bias if bias is not None else ops.zeros_like(scale), eps=eps)
     axes = tuple(range(axis, x.ndim))   # normalize over several trailing axes, written out
@@ -251,22 +252,22 @@ def _layer_norm(imp, ins, attrs):
 _REDUCE = {"ReduceSum": ops.sum, "ReduceMean": ops.mean, "ReduceMax": ops.max, "ReduceMin": ops.min}
 
 
-@handles(*_REDUCE, "ReduceProd")
-def _reduce(imp, ins, attrs):
-    x = ins[0]
-    axes = _axes_arg(imp, ins, attrs)
-    keepdims = bool(attrs.get("keepdims", 1))
+@IMPORT.register((*_REDUCE, "ReduceProd"))
+def _reduce(imp, node, x, axes=None):
+    axes = axes_arg(imp, axes)
+    keepdims = bool(imp.attrs.get("keepdims", 1))
     if not axes:
-        if attrs.get("noop_with_empty_axes", 0):
+        if imp.attrs.get("noop_with_empty_axes", 0):
             return x
         axes = None
-    if imp.node.op_type == "ReduceProd":
+    if node.op_type == "ReduceProd":
         known = imp.known(x)
         if known is None:
             raise GraphError("ReduceProd is supported on shape values only, not on run-time tensors")
         out = np.asarray(known, dtype=object)
         rank = out.ndim
-        for a in sorted((_axis(a, rank) for a in (axes if axes is not None else range(rank))), reverse=True):
+        for a in sorted((normalize_axis(a, rank) for a in (axes if axes is not None else range(rank))),
+                        reverse=True):
             prod = np.ones(out.shape[:a] + out.shape[a + 1:], dtype=object)
             for i in range(out.shape[a]):
                 prod = prod * np.take(out, i, axis=a)
@@ -274,13 +275,13 @@ def _reduce(imp, ins, attrs):
         dtype = x.dtype if isinstance(x, Sym) else imp.tensor(x).dtype
         return imp.value(np.asarray(out, dtype=object), dtype)
     t = imp.tensor(x)
-    return _REDUCE[imp.node.op_type](t, axis=None if axes is None else tuple(axes), keepdims=keepdims)
+    return _REDUCE[node.op_type](t, axis=None if axes is None else tuple(axes), keepdims=keepdims)
 
 
-@handles("ArgMax")
-def _argmax(imp, ins, attrs):
-    if attrs.get("select_last_index", 0):
+@IMPORT.register("ArgMax")
+def _argmax(imp, node, x):
+    if imp.attrs.get("select_last_index", 0):
         raise GraphError("ArgMax with select_last_index=1 is not supported")
-    x = imp.tensor(ins[0])
-    return ops.argmax(x, axis=attrs.get("axis", 0), keepdims=bool(attrs.get("keepdims", 1)))
+    x = imp.tensor(x)
+    return ops.argmax(x, axis=imp.attrs.get("axis", 0), keepdims=bool(imp.attrs.get("keepdims", 1)))
 

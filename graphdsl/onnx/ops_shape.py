@@ -13,120 +13,97 @@ from graphdsl import ops
 from graphdsl.errors import GraphError, ShapeError
 from graphdsl.types import Dim, Shape, broadcast_shapes, dim_div
 
-from .importer import Sym, dtype_of
-from .table import handles
+from .table import IMPORT
+from .values import Sym, axes_arg, dtype_of, known_all, normalize_axis
 
 BIG = 2 ** 31 - 1   # slice bounds at or past this mean "to the end"
-
-
-def _axis(axis: int, rank: int) -> int:
-    if not -rank <= axis < max(rank, 1):
-        raise ShapeError(f"axis {axis} is out of range for rank {rank}")
-    return axis % rank if rank else 0
-
-
-def _known_all(imp, ins):
-    """The known values of every input (None if one is not known), and whether any is a Sym."""
-    vals = [imp.known(v) for v in ins]
-    if any(v is None for v in vals):
-        return None, False
-    return [np.asarray(v, dtype=object) if isinstance(x, Sym) else np.asarray(v)
-            for v, x in zip(vals, ins)], any(isinstance(x, Sym) for x in ins)
 
 
 def _rank(v) -> int:
     return v.value.ndim if isinstance(v, Sym) else v.ndim
 
 
-def _dtype(v):
-    return v.dtype
-
-
 def _shape(v) -> tuple:
     return tuple(v.value.shape) if isinstance(v, Sym) else tuple(v.shape)
 
 
-def _axes_arg(imp, ins, attrs, index: int = 1):
-    """Axes from the input at ``index`` (opset 13/18+) or the ``axes`` attribute (before)."""
-    if len(ins) > index and ins[index] is not None:
-        return [int(a) for a in imp.ints(ins[index], "axes")]
-    return list(attrs["axes"]) if "axes" in attrs else None
+def _shape_of(imp, v) -> tuple:
+    """The shape of a Sym or of the tensor ``v`` stands for."""
+    return _shape(v) if isinstance(v, Sym) else tuple(imp.tensor(v).shape)
 
 
-@handles("Constant")
-def _constant(imp, ins, attrs):
+def _rank_of(imp, v) -> int:
+    return _rank(v) if isinstance(v, Sym) else imp.tensor(v).ndim
+
+
+@IMPORT.register("Constant")
+def _constant(imp, node):
     for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
-        if key in attrs:
-            value = np.asarray(attrs[key])
+        if key in imp.attrs:
+            value = np.asarray(imp.attrs[key])
             if key in ("value_float", "value_floats"):
                 value = value.astype(np.float32)
             elif key in ("value_int", "value_ints"):
                 value = value.astype(np.int64)
             return imp.const(value)
-    raise GraphError(f"Constant with attribute(s) {sorted(attrs)} is not supported",
+    raise GraphError(f"Constant with attribute(s) {sorted(imp.attrs)} is not supported",
                      hint="numeric tensors only (value, value_float(s), value_int(s))")
 
 
-@handles("Identity")
-def _identity(imp, ins, attrs):
-    return ins[0]
+@IMPORT.register("Identity")
+def _identity(imp, node, x):
+    return x
 
 
-@handles("Dropout")
-def _dropout(imp, ins, attrs):
+@IMPORT.register("Dropout")
+def _dropout(imp, node, x, ratio=None, training_mode=None):
     """Inference-mode dropout is the identity; its mask output is all true."""
-    x = ins[0]
-    if len(imp.node.output) > 1 and imp.node.output[1]:
+    if len(node.output) > 1 and node.output[1]:
         return [x, ops.full(shape=tuple(imp.tensor(x).shape), value=True, dtype=_dt.bool_)]
     return x
 
 
-@handles("Shape")
-def _shape_op(imp, ins, attrs):
-    dims = _shape(ins[0]) if isinstance(ins[0], Sym) else tuple(imp.tensor(ins[0]).shape)
+@IMPORT.register("Shape")
+def _shape_op(imp, node, x):
+    dims = _shape_of(imp, x)
     rank = len(dims)
-    start, end = attrs.get("start", 0), attrs.get("end", rank)
+    start, end = imp.attrs.get("start", 0), imp.attrs.get("end", rank)
     start = min(max(start + rank if start < 0 else start, 0), rank)
     end = min(max(end + rank if end < 0 else end, 0), rank)
     return imp.value(np.array(list(dims[start:end]), dtype=object), _dt.int64)
 
 
-@handles("Size")
-def _size(imp, ins, attrs):
-    dims = _shape(ins[0]) if isinstance(ins[0], Sym) else tuple(imp.tensor(ins[0]).shape)
-    return imp.value(np.array(Shape(dims).numel(), dtype=object), _dt.int64)
+@IMPORT.register("Size")
+def _size(imp, node, x):
+    return imp.value(np.array(Shape(_shape_of(imp, x)).numel(), dtype=object), _dt.int64)
 
 
-@handles("Cast")
-def _cast(imp, ins, attrs):
-    to = dtype_of(attrs["to"], "Cast target")
-    x = ins[0]
+def _cast_to(imp, x, to: _dt.DType):
+    """``x`` as ``to``; a shape value cast to an integer type stays a shape value."""
     if isinstance(x, Sym) and to.is_int:
         return Sym(x.value, to)
     t = imp.tensor(x)
     return t if t.dtype == to else t.astype(to)
 
 
-@handles("CastLike")
-def _cast_like(imp, ins, attrs):
-    to = imp.tensor(ins[1]).dtype if not isinstance(ins[1], Sym) else ins[1].dtype
-    return _cast(imp, ins[:1], {"to": _onnx_type(to)})
+@IMPORT.register("Cast")
+def _cast(imp, node, x):
+    return _cast_to(imp, x, dtype_of(imp.attrs["to"], "Cast target"))
 
 
-def _onnx_type(dtype) -> int:
-    from .importer import DTYPES
-    return next(k for k, v in DTYPES.items() if v == dtype)
+@IMPORT.register("CastLike")
+def _cast_like(imp, node, x, like):
+    return _cast_to(imp, x, like.dtype if isinstance(like, Sym) else imp.tensor(like).dtype)
 
 
-@handles("Gather")
-def _gather(imp, ins, attrs):
-    data, indices = ins
-    known, symbolic = _known_all(imp, ins)
-    axis = _axis(attrs.get("axis", 0), _rank(data) if isinstance(data, Sym) else imp.tensor(data).ndim)
+@IMPORT.register("Gather")
+def _gather(imp, node, data, indices):
+    known, symbolic = known_all(imp, [data, indices])
+    axis = normalize_axis(imp.attrs.get("axis", 0), _rank_of(imp, data))
     if known is not None and symbolic:
         values, idx = known
         idx = np.where(idx.astype(np.int64) < 0, idx.astype(np.int64) + values.shape[axis], idx)
-        return imp.value(np.take(values, idx.astype(np.int64), axis=axis), _dtype(data))
+        return imp.value(np.take(values, idx.astype(np.int64), axis=axis), data.dtype)
     table = imp.tensor(data)
     idx_known = imp.known(indices)
     if idx_known is not None and not isinstance(indices, Sym):
@@ -138,18 +115,18 @@ def _gather(imp, ins, attrs):
     return ops.take(table, imp.tensor(indices), axis=axis)
 
 
-@handles("GatherElements")
-def _gather_elements(imp, ins, attrs):
-    x = imp.tensor(ins[0])
-    return ops.gather(x, imp.tensor(ins[1]), axis=_axis(attrs.get("axis", 0), x.ndim))
+@IMPORT.register("GatherElements")
+def _gather_elements(imp, node, data, indices):
+    x = imp.tensor(data)
+    return ops.gather(x, imp.tensor(indices), axis=normalize_axis(imp.attrs.get("axis", 0), x.ndim))
 
 
-@handles("GatherND")
-def _gather_nd(imp, ins, attrs):
+@IMPORT.register("GatherND")
+def _gather_nd(imp, node, data, indices):
     """data[idx[..., 0], ..., idx[..., k-1]] as one take on data reshaped to [d0*...*dk-1, rest]."""
-    if attrs.get("batch_dims", 0) != 0:
+    if imp.attrs.get("batch_dims", 0) != 0:
         raise GraphError("GatherND with batch_dims != 0 is not supported")
-    data, indices = imp.tensor(ins[0]), imp.tensor(ins[1])
+    data, indices = imp.tensor(data), imp.tensor(indices)
     k = indices.shape[-1]
     if not isinstance(k, int):
         raise ShapeError(f"GatherND needs a static index depth, got {indices.type}")
@@ -168,23 +145,22 @@ def _gather_nd(imp, ins, attrs):
     return ops.take(flat, linear, axis=0)
 
 
-@handles("Concat")
-def _concat(imp, ins, attrs):
-    known, symbolic = _known_all(imp, ins)
+@IMPORT.register("Concat")
+def _concat(imp, node, *xs):
+    known, symbolic = known_all(imp, xs)
     if known is not None and symbolic:
         rank = known[0].ndim
-        out = np.concatenate([k.astype(object) for k in known], axis=_axis(attrs["axis"], rank))
-        return imp.value(out, next(x.dtype for x in ins if isinstance(x, Sym)))
-    tensors = [imp.tensor(v) for v in ins]
-    return ops.concat(tensors, axis=_axis(attrs["axis"], tensors[0].ndim))
+        out = np.concatenate([k.astype(object) for k in known], axis=normalize_axis(imp.attrs["axis"], rank))
+        return imp.value(out, next(x.dtype for x in xs if isinstance(x, Sym)))
+    tensors = [imp.tensor(v) for v in xs]
+    return ops.concat(tensors, axis=normalize_axis(imp.attrs["axis"], tensors[0].ndim))
 
 
-@handles("Unsqueeze")
-def _unsqueeze(imp, ins, attrs):
-    x = ins[0]
-    axes = _axes_arg(imp, ins, attrs)
-    rank = (_rank(x) if isinstance(x, Sym) else imp.tensor(x).ndim) + len(axes)
-    axes = sorted(_axis(a, rank) for a in axes)
+@IMPORT.register("Unsqueeze")
+def _unsqueeze(imp, node, x, axes=None):
+    axes = axes_arg(imp, axes)
+    rank = _rank_of(imp, x) + len(axes)
+    axes = sorted(normalize_axis(a, rank) for a in axes)
     if isinstance(x, Sym):
         value = x.value
         for a in axes:
@@ -196,14 +172,13 @@ def _unsqueeze(imp, ins, attrs):
     return t
 
 
-@handles("Squeeze")
-def _squeeze(imp, ins, attrs):
-    x = ins[0]
-    shape = _shape(x) if isinstance(x, Sym) else tuple(imp.tensor(x).shape)
-    axes = _axes_arg(imp, ins, attrs)
+@IMPORT.register("Squeeze")
+def _squeeze(imp, node, x, axes=None):
+    shape = _shape_of(imp, x)
+    axes = axes_arg(imp, axes)
     if axes is None:
         axes = [i for i, d in enumerate(shape) if d == 1]
-    axes = sorted((_axis(a, len(shape)) for a in axes), reverse=True)
+    axes = sorted((normalize_axis(a, len(shape)) for a in axes), reverse=True)
     if isinstance(x, Sym):
         return Sym(np.squeeze(x.value, axis=tuple(axes)) if axes else x.value, x.dtype)
     t = imp.tensor(x)
@@ -212,12 +187,11 @@ def _squeeze(imp, ins, attrs):
     return t
 
 
-@handles("Reshape")
-def _reshape(imp, ins, attrs):
-    x = ins[0]
-    target = imp.ints(ins[1], "Reshape's target shape")
-    shape = _shape(x) if isinstance(x, Sym) else tuple(imp.tensor(x).shape)
-    if not attrs.get("allowzero", 0):
+@IMPORT.register("Reshape")
+def _reshape(imp, node, x, shape_value):
+    target = imp.ints(shape_value, "Reshape's target shape")
+    shape = _shape_of(imp, x)
+    if not imp.attrs.get("allowzero", 0):
         target = [shape[i] if isinstance(d, int) and d == 0 else d for i, d in enumerate(target)]
     if isinstance(x, Sym):
         if any(isinstance(d, Dim) for d in target):
@@ -227,25 +201,24 @@ def _reshape(imp, ins, attrs):
     return t if tuple(target) == tuple(t.shape) else t.reshape(tuple(target))
 
 
-@handles("Flatten")
-def _flatten(imp, ins, attrs):
-    t = imp.tensor(ins[0])
-    axis = _axis(attrs.get("axis", 1), t.ndim + 1) if t.ndim else 0
+@IMPORT.register("Flatten")
+def _flatten(imp, node, x):
+    t = imp.tensor(x)
+    axis = normalize_axis(imp.attrs.get("axis", 1), t.ndim + 1) if t.ndim else 0
     return t.reshape((Shape(t.shape[:axis]).numel(), Shape(t.shape[axis:]).numel()))
 
 
-@handles("Transpose")
-def _transpose(imp, ins, attrs):
-    t = imp.tensor(ins[0])
-    perm = attrs.get("perm", list(reversed(range(t.ndim))))
+@IMPORT.register("Transpose")
+def _transpose(imp, node, x):
+    t = imp.tensor(x)
+    perm = imp.attrs.get("perm", list(reversed(range(t.ndim))))
     return t if list(perm) == list(range(t.ndim)) else t.permute(*perm)
 
 
-@handles("Expand")
-def _expand(imp, ins, attrs):
-    x = ins[0]
-    dims = imp.ints(ins[1], "Expand's target shape")
-    shape = _shape(x) if isinstance(x, Sym) else tuple(imp.tensor(x).shape)
+@IMPORT.register("Expand")
+def _expand(imp, node, x, shape_value):
+    dims = imp.ints(shape_value, "Expand's target shape")
+    shape = _shape_of(imp, x)
     target = broadcast_shapes(Shape(shape), Shape(dims))
     if target is None:
         raise ShapeError(f"cannot expand shape {Shape(shape)} to {dims}")
@@ -255,22 +228,21 @@ def _expand(imp, ins, attrs):
     return t if tuple(target) == tuple(t.shape) else t.expand(tuple(target))
 
 
-@handles("Slice")
-def _slice(imp, ins, attrs):
-    x = ins[0]
-    starts = imp.ints(ins[1], "Slice's starts")
-    ends = imp.ints(ins[2], "Slice's ends")
-    rank = _rank(x) if isinstance(x, Sym) else imp.tensor(x).ndim
-    axes = imp.ints(ins[3], "Slice's axes") if len(ins) > 3 and ins[3] is not None else list(range(len(starts)))
-    steps = imp.ints(ins[4], "Slice's steps") if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
+@IMPORT.register("Slice")
+def _slice(imp, node, x, starts, ends, axes=None, steps=None):
+    starts = imp.ints(starts, "Slice's starts")
+    ends = imp.ints(ends, "Slice's ends")
+    rank = _rank_of(imp, x)
+    axes = imp.ints(axes, "Slice's axes") if axes is not None else list(range(len(starts)))
+    steps = imp.ints(steps, "Slice's steps") if steps is not None else [1] * len(starts)
     if isinstance(x, Sym) and not any(isinstance(v, Dim) for v in starts + ends):
         index = [slice(None)] * rank
         for a, s, e, st in zip(axes, starts, ends, steps):
-            index[_axis(a, rank)] = slice(s, e, st)
+            index[normalize_axis(a, rank)] = slice(s, e, st)
         return Sym(x.value[tuple(index)], x.dtype)
     t = imp.tensor(x)
     for a, s, e, st in zip(axes, starts, ends, steps):
-        a = _axis(a, rank)
+        a = normalize_axis(a, rank)
         if isinstance(e, int) and (e >= BIG or (st < 0 and e <= -BIG)):
             e = None
         if isinstance(s, int) and st > 0 and s >= BIG:
@@ -279,16 +251,16 @@ def _slice(imp, ins, attrs):
     return t
 
 
-@handles("Split")
-def _split(imp, ins, attrs):
-    t = imp.tensor(ins[0])
-    axis = _axis(attrs.get("axis", 0), t.ndim)
-    if len(ins) > 1 and ins[1] is not None:
-        sizes = imp.ints(ins[1], "Split's sizes")
-    elif "split" in attrs:
-        sizes = list(attrs["split"])
+@IMPORT.register("Split")
+def _split(imp, node, x, split=None):
+    t = imp.tensor(x)
+    axis = normalize_axis(imp.attrs.get("axis", 0), t.ndim)
+    if split is not None:
+        sizes = imp.ints(split, "Split's sizes")
+    elif "split" in imp.attrs:
+        sizes = list(imp.attrs["split"])
     else:
-        n = attrs.get("num_outputs", len(imp.node.output))
+        n = imp.attrs.get("num_outputs", len(node.output))
         dim = t.shape[axis]
         if isinstance(dim, int):
             each = -(-dim // n)
@@ -301,19 +273,19 @@ def _split(imp, ins, attrs):
     return list(ops.split(t, sizes=tuple(sizes), axis=axis))
 
 
-@handles("ConstantOfShape")
-def _constant_of_shape(imp, ins, attrs):
-    dims = imp.ints(ins[0], "ConstantOfShape's shape")
-    fill = np.asarray(attrs.get("value", np.zeros(1, np.float32)))
+@IMPORT.register("ConstantOfShape")
+def _constant_of_shape(imp, node, shape_value):
+    dims = imp.ints(shape_value, "ConstantOfShape's shape")
+    fill = np.asarray(imp.attrs.get("value", np.zeros(1, np.float32)))
     dtype = _dt.dtype(fill.dtype)
     value = fill.reshape(-1)[0].item()
     return ops.full(shape=tuple(dims), value=value, dtype=dtype)
 
 
-@handles("Range")
-def _range(imp, ins, attrs):
-    start, limit, delta = (imp.ints(v, "Range's bounds")[0] for v in ins)
-    dtype = imp.tensor(ins[0]).dtype if not isinstance(ins[0], Sym) else ins[0].dtype
+@IMPORT.register("Range")
+def _range(imp, node, start_value, limit_value, delta_value):
+    start, limit, delta = (imp.ints(v, "Range's bounds")[0] for v in (start_value, limit_value, delta_value))
+    dtype = start_value.dtype if isinstance(start_value, Sym) else imp.tensor(start_value).dtype
     if not any(isinstance(v, Dim) for v in (start, limit, delta)):
         return imp.const(np.arange(start, limit, delta), dtype)
     n = dim_div(Dim.of(limit) - start, delta) if isinstance(delta, int) else None
@@ -327,19 +299,18 @@ def _range(imp, ins, attrs):
     return out
 
 
-@handles("Where")
-def _where(imp, ins, attrs):
-    known, symbolic = _known_all(imp, ins)
+@IMPORT.register("Where")
+def _where(imp, node, cond, a, b):
+    known, symbolic = known_all(imp, [cond, a, b])
     if known is not None and symbolic:
-        cond, a, b = known
-        dtype = next(x.dtype for x in ins[1:] if isinstance(x, Sym))
-        return imp.value(np.where(cond.astype(bool), a, b), dtype)
-    c, a, b = (imp.tensor(v) for v in ins)
-    return ops.where(c, a, b)
+        c, x, y = known
+        dtype = next(v.dtype for v in (a, b) if isinstance(v, Sym))
+        return imp.value(np.where(c.astype(bool), x, y), dtype)
+    return ops.where(imp.tensor(cond), imp.tensor(a), imp.tensor(b))
 
 
-@handles("Trilu")
-def _trilu(imp, ins, attrs):
-    k = int(imp.ints(ins[1], "Trilu's k")[0]) if len(ins) > 1 and ins[1] is not None else 0
-    t = imp.tensor(ins[0])
-    return ops.triu(t, k=k) if attrs.get("upper", 1) else ops.tril(t, k=k)
+@IMPORT.register("Trilu")
+def _trilu(imp, node, x, k=None):
+    k = int(imp.ints(k, "Trilu's k")[0]) if k is not None else 0
+    t = imp.tensor(x)
+    return ops.triu(t, k=k) if imp.attrs.get("upper", 1) else ops.tril(t, k=k)

@@ -1,27 +1,14 @@
-"""The import table: ONNX op type -> handler building our ops (filled by ops_math and ops_shape).
+"""The import table: ONNX op type -> the handler building our ops (rows in ops_math, ops_shape).
 
-A handler is ``fn(imp, ins, attrs) -> value or list of values``: ``imp`` is the Importer (its
-helpers turn values into tensors or known ints), ``ins`` the input values (None for an omitted
-optional input), ``attrs`` the node's attributes as Python values. ``imp.node`` is the ONNX node.
+A handler is ``fn(imp, onnx_node, *ins) -> value or list of values``: ``imp`` is the Importer
+(its helpers turn values into tensors or known ints; ``imp.attrs`` holds the node's attributes as
+Python values), ``onnx_node`` the ONNX node, ``ins`` its input values (None for an omitted
+optional input; trailing omitted ones are not passed, so handlers give them defaults). Handlers
+are registered with ``IMPORT.register("OpType")``, the one registration verb of every backend's
+table (graphdsl.lowering); handlers.py imports the modules that hold them.
 """
 from __future__ import annotations
 
-from typing import Callable
+from graphdsl.lowering import LoweringTable
 
-HANDLERS: dict[str, Callable] = {}
-
-
-def handles(*op_types: str):
-    """Register the decorated function as the importer of each ONNX op type in ``op_types``."""
-    def register(fn):
-        for op_type in op_types:
-            if op_type in HANDLERS:
-                raise ValueError(f"ONNX op {op_type!r} has two import handlers")
-            HANDLERS[op_type] = fn
-        return fn
-    return register
-
-
-def handlers() -> dict[str, Callable]:
-    from . import ops_math, ops_shape  # noqa: F401  (fill the table)
-    return HANDLERS
+IMPORT = LoweringTable("onnx-import")

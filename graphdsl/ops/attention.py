@@ -26,7 +26,7 @@ from graphdsl.errors import AttributeError_, GraphDSLError, ShapeError
 from graphdsl.registry import REQUIRED, defop
 from graphdsl.types import TensorType, broadcast_shapes
 
-from ._common import require_float, same_dtype, sum_to, types_str
+from .common import require_float, same_dtype, sum_to, types_str
 from .creation import iota
 from .elementwise import greater, where
 from .nn import acc_np, downcast, numel, softmax, softmax_np, upcast
@@ -68,7 +68,8 @@ def _normalize(q, k, v, *rest, scale, causal, dropout_p, salt, has_bias):
             "salt": salt_attr("attention", salt), "has_bias": bool(n_bias)}
 
 
-def _scores_shape(q, k, v):
+def scores_shape(q, k, v):
+    """The probabilities' shape [..., Sq, Sk]: the batch dims of q, k and v broadcast (types in)."""
     batch = broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     if batch is None:
         raise ShapeError(f"batch dims of q, k, v do not broadcast: {types_str(q, k, v)}")
@@ -88,7 +89,7 @@ def _infer(q, k, v, *rest, scale, causal, dropout_p, salt, has_bias):
     if k.shape[-2] != v.shape[-2]:
         raise ShapeError(f"k and v have different key lengths: {k} and {v}",
                          hint="k is [..., Sk, D] and v is [..., Sk, Dv]")
-    scores = _scores_shape(q, k, v)
+    scores = scores_shape(q, k, v)
     if bias is not None and broadcast_shapes(bias.shape, scores) != scores:
         raise ShapeError(f"bias {bias} does not broadcast to the scores [{','.join(map(str, scores))}]",
                          hint="the bias is added to q @ k^T of shape [..., Sq, Sk]")
@@ -150,7 +151,7 @@ def _decompose(q, k, v, *rest, scale, causal, dropout_p, salt, has_bias):
     """Graph code: the op written with softmax and matmuls (for backends without a lowering)."""
     bias, seed = _split(rest, has_bias, dropout_p)
     p = probabilities(upcast(q), upcast(k), upcast(bias) if bias is not None else None, scale=scale,
-                      causal=causal, full_shape=_scores_shape(q.type, k.type, v.type))
+                      causal=causal, full_shape=scores_shape(q.type, k.type, v.type))
     if dropout_p > 0:
         p = dropout(p, seed, p=dropout_p, salt=salt)
     return downcast(p @ upcast(v), q.dtype)
@@ -268,7 +269,8 @@ def _grad_decompose(q, k, v, *rest, wrt, scale, causal, dropout_p, salt, has_bia
 def _grad_vjp(gg, out, *inputs, **attrs):
     """Second derivatives: autodiff through the decomposition, inlined here."""
     from graphdsl.autodiff import grad
-    from graphdsl.tracing import inline, trace
+    from graphdsl.interpreter import inline
+    from graphdsl.tracing import trace
 
     names = [f"x{i}" for i in range(len(inputs))]
 

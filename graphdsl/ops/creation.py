@@ -8,7 +8,7 @@ from graphdsl.errors import ShapeError
 from graphdsl.registry import REQUIRED, defop
 from graphdsl.types import Shape, TensorType
 
-from ._common import sizes_attr
+from .common import sizes_attr
 
 
 def _full_normalize(shape, value, dtype):

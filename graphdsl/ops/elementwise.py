@@ -8,7 +8,7 @@ from graphdsl.errors import TypeError_
 from graphdsl.registry import defop
 from graphdsl.types import TensorType
 
-from ._common import (binary_infer, broadcast_infer, require_float, same_dtype, sum_to,
+from .common import (binary_infer, broadcast_infer, require_float, same_dtype, sum_to,
                       types_str, unary_float_infer)
 
 _SQRT_2_OVER_PI = float(np.sqrt(2.0 / np.pi))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from graphdsl.errors import ShapeError, TypeError_
 from graphdsl.registry import REQUIRED, defop, get
 
-from ._common import require_float, same_dtype, sum_to, types_str
+from .common import require_float, same_dtype, sum_to, types_str
 
 # activation name -> (op, attrs); the names of graphdsl.nn.functional.ACTIVATIONS, plus sigmoid
 ACTIVATIONS = {

@@ -2,6 +2,7 @@
 
 They are not ops of their own: they emit slice, squeeze, unsqueeze, take and reshape nodes, and
 refuse the NumPy indexing forms whose axis order would surprise (two tensor indices, boolean masks).
+Tracing sits below the ops, so this module binds the two helpers into it (``bind_indexing``).
 """
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ import builtins
 import numpy as np
 
 from graphdsl.errors import ShapeError, TypeError_
+from graphdsl.tracing import Tensor, as_tensor, bind_indexing, user_loc
 from graphdsl.types import Dim, Shape, normalize_axis
 
 from .indexing import slice, squeeze, take, unsqueeze
+from .shape import reshape
 
 _PySlice = builtins.slice
 
 
 def _index_error(message: str, hint: str | None = None, cls=ShapeError, op: str = "getitem"):
     """An error at the user's line, for the helpers below (they are not ops, so apply_op cannot)."""
-    from graphdsl.tracing import user_loc
     return cls(message, op=op, loc=user_loc(), hint=hint)
 
 
@@ -29,7 +31,6 @@ def _is_int(item) -> bool:
 
 def _index_item(item):
     """Check one entry of an index; lists and arrays of ints become constant int tensors."""
-    from graphdsl.tracing import Tensor, as_tensor
     if item is None or item is Ellipsis or _is_int(item):
         return int(item) if _is_int(item) else item
     if isinstance(item, _PySlice):
@@ -64,7 +65,6 @@ def _expand_ellipsis(x, items: list) -> list:
 
 def _check_advanced(items: list) -> None:
     """One tensor index at most, and next to any int indices, so NumPy would place it in line."""
-    from graphdsl.tracing import Tensor
     tensors = [i for i, it in enumerate(items) if isinstance(it, Tensor)]
     if len(tensors) > 1:
         raise _index_error("only one tensor index is supported",
@@ -87,7 +87,6 @@ def _pick(x, axis: int, i: int):
 
 def getitem(x, index):
     """``x[index]`` with ints, slices (any step), None, ``...`` and one integer tensor index (take)."""
-    from graphdsl.tracing import Tensor
     items = list(index) if isinstance(index, tuple) else [index]
     items = _expand_ellipsis(x, [_index_item(it) for it in items])
     _check_advanced(items)
@@ -111,7 +110,6 @@ def getitem(x, index):
 
 def flatten(x, start: int = 0, end: int = -1):
     """Merge axes ``start..end`` (inclusive) into one, by reshape: ``x.flatten(1)``."""
-    from .shape import reshape
     if x.ndim == 0:
         return reshape(x, shape=(1,))
     for a in (start, end):
@@ -123,5 +121,7 @@ def flatten(x, start: int = 0, end: int = -1):
     merged = Shape(x.shape[s:e + 1]).numel()
     return reshape(x, shape=tuple(x.shape[:s]) + (merged,) + tuple(x.shape[e + 1:]))
 
+
+bind_indexing(getitem=getitem, flatten=flatten)
 
 __all__ = ["getitem", "flatten"]

@@ -13,7 +13,7 @@ from graphdsl.errors import AttributeError_, GraphDSLError, ShapeError, TypeErro
 from graphdsl.registry import REQUIRED, defop
 from graphdsl.types import Dim, TensorType, as_dim
 
-from ._common import axis_attr, same_dtype, types_str
+from .common import axis_attr, same_dtype, types_str
 
 _PySlice = builtins.slice
 

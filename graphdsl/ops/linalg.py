@@ -7,7 +7,7 @@ from graphdsl.errors import ShapeError
 from graphdsl.registry import defop
 from graphdsl.types import TensorType, broadcast_shapes
 
-from ._common import same_dtype, sum_to, types_str
+from .common import same_dtype, sum_to, types_str
 
 
 def _matmul_infer(a: TensorType, b: TensorType) -> TensorType:

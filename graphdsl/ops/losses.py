@@ -15,7 +15,7 @@ from graphdsl.errors import AttributeError_, InputError, ShapeError, TypeError_
 from graphdsl.registry import defop
 from graphdsl.types import TensorType, broadcast_shapes
 
-from ._common import axis_attr, require_float, same_dtype, sum_to, types_str
+from .common import axis_attr, require_float, same_dtype, sum_to, types_str
 from .creation import iota
 from .elementwise import cast, equal, greater, maximum, not_equal, sqrt, where
 from .nn import acc_np, downcast, log_softmax_np, size_of, softmax, upcast

@@ -17,7 +17,7 @@ from graphdsl.errors import ShapeError, TypeError_
 from graphdsl.registry import defop
 from graphdsl.types import TensorType
 
-from ._common import axes_attr, axis_attr, require_float, same_dtype, sum_to, types_str
+from .common import axes_attr, axis_attr, require_float, same_dtype, sum_to, types_str
 from .elementwise import cast, exp, rsqrt
 from .reduce import sum as _sum
 

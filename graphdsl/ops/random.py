@@ -22,7 +22,7 @@ from graphdsl.errors import AttributeError_, TypeError_
 from graphdsl.registry import REQUIRED, defop
 from graphdsl.types import Shape, TensorType, as_dim
 
-from ._common import require_float
+from .common import require_float
 
 GOLDEN = 0x9E3779B1
 MIX1 = 0x85EBCA6B

@@ -8,7 +8,7 @@ from graphdsl.errors import ShapeError
 from graphdsl.registry import defop
 from graphdsl.types import TensorType
 
-from ._common import axes_attr, require_float
+from .common import axes_attr, require_float
 
 
 def _reduce_normalize(name):

@@ -7,7 +7,7 @@ from graphdsl.errors import ShapeError
 from graphdsl.registry import defop
 from graphdsl.types import Dim, Shape, TensorType, as_dim, broadcast_shapes, dim_div
 
-from ._common import sizes_attr, sum_to
+from .common import sizes_attr, sum_to
 
 
 def _reshape_normalize(x: TensorType, shape):

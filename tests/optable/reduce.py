@@ -1,4 +1,4 @@
-"""Rows for the reductions in graphdsl/ops/reduce.py other than sum (which lives in core.py).
+"""Rows for the reductions of graphdsl/ops/reduce.py: sum, mean, max, min, argmax.
 
 Expected values come from Python loops over the reduced axis. Inputs are random normals, so
 max/min have no ties and their gradients are checked at points where they are smooth.
@@ -11,6 +11,7 @@ from graphdsl.errors import ShapeError, TypeError_
 from tests.opinfo import ErrorCase, OpInfo, Sample, randn
 
 X = randn(2, 3, 4, seed=21)
+SUM_X = randn(2, 3, 4, seed=5)
 
 
 def _fold(fn, x, axis):
@@ -27,6 +28,12 @@ def _argmax_last(x):
 
 
 OPS = [
+    OpInfo("sum", [
+        Sample([SUM_X], {"axis": None}, expected=lambda x: np.array(x.ravel().tolist()).sum(), name="all"),
+        Sample([SUM_X], {"axis": -1}, expected=lambda x: x[..., 0] + x[..., 1] + x[..., 2] + x[..., 3], name="last"),
+        Sample([SUM_X], {"axis": (0, 2), "keepdims": True},
+               expected=lambda x: np.einsum("abc->b", x).reshape(1, 3, 1), name="keepdims"),
+    ], [ErrorCase(["f32[2,3]"], {"axis": 2}, ShapeError, r"axis 2 is out of range")]),
     OpInfo("mean", [
         Sample([X], expected=lambda x: sum(x.ravel().tolist()) / 24, name="all"),
         Sample([X], {"axis": 1}, expected=lambda x: _fold(np.add, x, 1) / 3, name="middle"),

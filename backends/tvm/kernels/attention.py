@@ -41,26 +41,27 @@ def causal_mask(scores: te.Tensor, offset) -> te.Tensor:
     return te.compute(scores.shape, f, name="causal_mask")
 
 
-def _padded(n, m: int):
+def padded(n, m: int):
+    """``n`` rounded up to a multiple of ``m`` (an int for a static ``n``)."""
     if isinstance(n, int) or isinstance(n, tirx.IntImm):
         return (int(n) + m - 1) // m * m
     return tirx.floordiv(n + (m - 1), m) * m
 
 
-def _is_one(size) -> bool:
+def is_one(size) -> bool:
+    """A static axis of size 1 (which a broadcasting input reads at index 0)."""
     return isinstance(size, int) and size == 1 or isinstance(size, tirx.IntImm) and size.value == 1
 
 
-def fused_attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, *rest: te.Tensor, scale: float, causal: bool,
-                    acc: str, out_dtype: str, dropout_p: float = 0.0, salt: int = 0) -> te.Tensor:
-    """q [*L, Sq, D], k [*L, Sk, D], v [*L, Sk, Dv] (same leading axes L), [bias broadcasting to
-    [*L, Sq, Sk]], [seed i32[] when dropout_p > 0] -> [*L, Sq, Dv] in ``out_dtype``, computed in
-    ``acc``."""
-    bias = list(rest)
-    seed = bias.pop() if dropout_p > 0 else None
+def fused_attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, bias: te.Tensor | None = None,
+                    seed: te.Tensor | None = None, *, scale: float, causal: bool, acc: str, out_dtype: str,
+                    dropout_p: float = 0.0, salt: int = 0) -> te.Tensor:
+    """q [*L, Sq, D], k [*L, Sk, D], v [*L, Sk, Dv] (same leading axes L), bias (None, or
+    broadcasting to [*L, Sq, Sk]), seed (i32[], given when dropout_p > 0) -> [*L, Sq, Dv] in
+    ``out_dtype``, computed in ``acc``."""
     *lead, sq, d = q.shape
     sk, dv = k.shape[-2], v.shape[-1]
-    skp, sqp = _padded(sk, PAD), _padded(sq, RB)   # block-local axes padded: no bounds tests
+    skp, sqp = padded(sk, PAD), padded(sq, RB)   # block-local axes padded: no bounds tests
     zero, neg_inf = tirx.const(0, acc), tirx.const(float("-inf"), acc)
     offset = sk - sq
 
@@ -71,16 +72,16 @@ def fused_attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, *rest: te.Tensor, 
     raw = te.compute([*lead, sqp, skp], lambda *i: te.sum(
         q(*i[:-2], tirx.min(i[-2], sq - 1), d_ax).astype(acc) * k_t(*i[:-2], d_ax, i[-1]), axis=d_ax), name="qk")
 
-    if bias:
-        b = bias[0]
-        rows = 1 if _is_one(b.shape[-2]) else sqp
+    if bias is not None:
+        b = bias
+        rows = 1 if is_one(b.shape[-2]) else sqp
 
         def bias_at(*i):
             idx = []
             for ax, size in enumerate(b.shape[:-2]):
-                idx.append(0 if _is_one(size) else i[len(lead) - (len(b.shape) - 2) + ax])
-            row = 0 if _is_one(b.shape[-2]) else tirx.min(i[-2], sq - 1)
-            col = 0 if _is_one(b.shape[-1]) else tirx.min(i[-1], sk - 1)
+                idx.append(0 if is_one(size) else i[len(lead) - (len(b.shape) - 2) + ax])
+            row = 0 if is_one(b.shape[-2]) else tirx.min(i[-2], sq - 1)
+            col = 0 if is_one(b.shape[-1]) else tirx.min(i[-1], sk - 1)
             return tirx.Select(i[-1] < sk, b(*idx, row, col).astype(acc), zero)
         b_p = te.compute([*lead, rows, skp], bias_at, name="bias_packed")
 
@@ -92,7 +93,7 @@ def fused_attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, *rest: te.Tensor, 
 
     def score(*i):
         s = raw(*i) * tirx.const(scale, acc)
-        if bias:
+        if bias is not None:
             s = s + b_p(*i[:-2], 0 if rows == 1 else i[-2], i[-1])
         return s
 
@@ -153,7 +154,7 @@ def schedule_fused_attention(func: tirx.PrimFunc, lanes: int = PAD) -> tirx.Prim
     sch.vectorize(c)
     for name in ["pv", "dropped", "row_sum", "row_sum_part", "expo", "row_max", "row_max_part", "qk",
                  "bias_packed"]:
-        if _has_block(sch, name):
+        if has_block(sch, name):
             sch.compute_at(sch.get_sblock(name), i0)
     # k is packed once per head, not once per row block.
     sch.compute_at(sch.get_sblock("k_packed"), head)
@@ -161,7 +162,7 @@ def schedule_fused_attention(func: tirx.PrimFunc, lanes: int = PAD) -> tirx.Prim
     reductions = [_register_tile(sch, "qk", lanes), _lane_partials(sch, "row_max", outer),
                   _lane_partials(sch, "row_sum", outer), _pv_tile(sch, 2 * lanes)]
     for name in ("expo", "dropped"):
-        if _has_block(sch, name):
+        if has_block(sch, name):
             sch.vectorize(sch.split(sch.get_loops(sch.get_sblock(name))[-1], factors=[None, lanes])[1])
     for block, loop in reductions:
         if loop is not None:
@@ -218,7 +219,8 @@ def _pv_tile(sch, width: int):
     return pv, pj
 
 
-def _has_block(sch, name: str) -> bool:
+def has_block(sch, name: str) -> bool:
+    """Whether the schedule's function has a block ``name`` (optional stages: bias, dropout)."""
     try:
         sch.get_sblock(name)
         return True

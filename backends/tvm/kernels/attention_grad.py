@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from tvm import s_tir, te, tirx, topi
 
-from .attention import PAD, RB, _has_block, _is_one, _padded
+from .attention import PAD, RB, has_block, is_one, padded
 from .random import kept
 
 RULE = "fused_attention_grad"   # the schedule-rule name the kernel records (see build.schedule_report)
@@ -34,18 +34,16 @@ RT = 4         # rows of dq (keys of dk, dv) in a register tile
 ROW_SUMS = ("row_max", "row_sum", "e_dot_dp")   # the reductions over a row's keys
 
 
-def fused_attention_grad(q: te.Tensor, k: te.Tensor, v: te.Tensor, *rest: te.Tensor, wrt: tuple,
-                         scale: float, causal: bool, acc: str, out_dtype: str, dropout_p: float = 0.0,
-                         salt: int = 0) -> list[te.Tensor]:
-    """q [*L, Sq, D], k [*L, Sk, D], v [*L, Sk, Dv], [bias broadcasting to [*L, Sq, Sk]], [seed
-    i32[] when dropout_p > 0], g [*L, Sq, Dv] -> the gradients named in ``wrt`` (a subset of q, k,
-    v, in that order), computed in ``acc``, stored in ``out_dtype``."""
-    *bias, g = rest
-    seed = bias.pop() if dropout_p > 0 else None
+def fused_attention_grad(q: te.Tensor, k: te.Tensor, v: te.Tensor, g: te.Tensor, bias: te.Tensor | None = None,
+                         seed: te.Tensor | None = None, *, wrt: tuple, scale: float, causal: bool, acc: str,
+                         out_dtype: str, dropout_p: float = 0.0, salt: int = 0) -> list[te.Tensor]:
+    """q [*L, Sq, D], k [*L, Sk, D], v [*L, Sk, Dv], g [*L, Sq, Dv], bias (None, or broadcasting to
+    [*L, Sq, Sk]), seed (i32[], given when dropout_p > 0) -> the gradients named in ``wrt`` (a
+    subset of q, k, v, in that order), computed in ``acc``, stored in ``out_dtype``."""
     *lead, sq, d = q.shape
     sk = k.shape[-2]
     blocks = _ceil_div(sq, RB)
-    skp, sqp = _padded(sk, KEYS), blocks * RB
+    skp, sqp = padded(sk, KEYS), blocks * RB
     zero, neg_inf = tirx.const(0, acc), tirx.const(float("-inf"), acc)
     head = len(lead)
 
@@ -61,11 +59,11 @@ def fused_attention_grad(q: te.Tensor, k: te.Tensor, v: te.Tensor, *rest: te.Ten
             a(*i[:-2], tirx.min(i[-2], sq - 1), c).astype(acc) * b_t(*i[:-2], c, i[-1]), axis=c), name=name)
 
     def bias_at(*i):
-        b = bias[0]
+        b = bias
         lead_b = b.shape[:-2]   # right-aligned with the batch axes
-        idx = [0 if _is_one(size) else i[head - len(lead_b) + ax] for ax, size in enumerate(lead_b)]
-        row = 0 if _is_one(b.shape[-2]) else tirx.min(i[-2], sq - 1)
-        col = 0 if _is_one(b.shape[-1]) else tirx.min(i[-1], sk - 1)
+        idx = [0 if is_one(size) else i[head - len(lead_b) + ax] for ax, size in enumerate(lead_b)]
+        row = 0 if is_one(b.shape[-2]) else tirx.min(i[-2], sq - 1)
+        col = 0 if is_one(b.shape[-1]) else tirx.min(i[-1], sk - 1)
         return b(*idx, row, col).astype(acc)
 
     def hidden(i, j):
@@ -76,9 +74,10 @@ def fused_attention_grad(q: te.Tensor, k: te.Tensor, v: te.Tensor, *rest: te.Ten
 
     # Row by row (rows padded to whole blocks, keys to whole tiles): scores, softmax, dp.
     qk = rows_times(q, transposed(k, sk, "k_packed"), "qk")
-    score = te.compute([*lead, sqp, skp], lambda *i: tirx.Select(
-        hidden(i[-2], i[-1]), neg_inf, qk(*i) * tirx.const(scale, acc) + (bias_at(*i) if bias else zero)),
-        name="score")
+    def scaled(*i):
+        return qk(*i) * tirx.const(scale, acc) + (bias_at(*i) if bias is not None else zero)
+    score = te.compute([*lead, sqp, skp], lambda *i: tirx.Select(hidden(i[-2], i[-1]), neg_inf, scaled(*i)),
+                       name="score")
     j_max = te.reduce_axis((0, skp), name="jm")
     # te.max starts from the lowest finite value: a fully masked row gets a finite max, and its
     # exponentials exp(-inf - max) are zeros.
@@ -175,15 +174,15 @@ def schedule_fused_attention_grad(func: tirx.PrimFunc, lanes: int = PAD) -> tirx
     in block-local buffers at one loop; register tiles for the five products."""
     sch = s_tir.Schedule(func)
     for name in ("shifted", "T_fast_exp", "exact_exp"):   # into expo
-        if _has_block(sch, name):
+        if has_block(sch, name):
             sch.compute_inline(sch.get_sblock(name))
     for name in ROW_SUMS:   # first: rfactor wants the block's own loop nest
-        if _has_block(sch, name):
+        if has_block(sch, name):
             _rfactor(sch, name, lanes)
     # p, ds and dq (those the graph needs) anchor a row block: their block loops merged into one,
     # with every stage of the block computed there, and the shares of dk and dv after them.
-    loops = [sch.get_loops(sch.get_sblock(n))[-3] for n in ("p", "pd", "ds") if _has_block(sch, n)]
-    if _has_block(sch, "dq"):
+    loops = [sch.get_loops(sch.get_sblock(n))[-3] for n in ("p", "pd", "ds") if has_block(sch, n)]
+    if has_block(sch, "dq"):
         *_, rows, c = sch.get_loops(sch.get_sblock("dq"))
         dq_block, dq_rows = sch.split(rows, factors=[None, RB])
         loops.append(dq_block)
@@ -192,36 +191,36 @@ def schedule_fused_attention_grad(func: tirx.PrimFunc, lanes: int = PAD) -> tirx
     sch.parallel(lead[0])   # never fused: fusing symbolic extents breaks affinity
     for name in ("e_dot_dp", "e_dot_dp_rf", "dp", "g_v", "drop", "inv_sum", "row_sum", "row_sum_rf", "expo",
                  "row_max", "row_max_rf", "score", "qk"):
-        if _has_block(sch, name):
+        if has_block(sch, name):
             sch.compute_at(sch.get_sblock(name), blk, preserve_unit_loops=True)
     for name in ("dk_acc_block", "dk_acc", "dv_acc_block", "dv_acc"):
-        if _has_block(sch, name):
+        if has_block(sch, name):
             sch.reverse_compute_at(sch.get_sblock(name), blk)
     # Once per head (the innermost batch axis): k and v packed transposed before its row blocks,
     # dk and dv stored after them.
     for name in ("k_packed", "v_packed"):
-        if _has_block(sch, name):
+        if has_block(sch, name):
             sch.compute_at(sch.get_sblock(name), lead[-1])
     for name in ("dk", "dv"):
-        if _has_block(sch, name):
+        if has_block(sch, name):
             sch.reverse_compute_at(sch.get_sblock(name), lead[-1])
 
     _scores_tile(sch, "score", "qk", lanes)   # the scores' epilogue (scale, bias, mask) on the tile
-    if _has_block(sch, "g_v"):   # dropout: dp is g v^T times the mask, its epilogue
+    if has_block(sch, "g_v"):   # dropout: dp is g v^T times the mask, its epilogue
         _scores_tile(sch, "dp", "g_v", lanes)
-    elif _has_block(sch, "dp"):
+    elif has_block(sch, "dp"):
         store = sch.cache_write(sch.get_sblock("dp"), 0, "local")
         _scores_tile(sch, sch.get(store).name_hint, "dp", lanes)
     for name in ("drop", "expo", "p", "pd", "ds", "k_packed", "v_packed", "dk", "dv"):
-        if _has_block(sch, name):
+        if has_block(sch, name):
             _vectorize(sch, sch.get_loops(sch.get_sblock(name))[-1], lanes)
     for name in ROW_SUMS:
-        if _has_block(sch, name):
+        if has_block(sch, name):
             _vectorize_rf(sch, name, blk)
-    if _has_block(sch, "dq"):
+    if has_block(sch, "dq"):
         _dq_tile(sch, dq_rows, c, lanes)
     for name in ("dk_acc", "dv_acc"):
-        if _has_block(sch, name):
+        if has_block(sch, name):
             _summed_tile(sch, name, blk, lanes)
     return sch.mod["main"]
 

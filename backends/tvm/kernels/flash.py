@@ -503,47 +503,43 @@ class _Buf:
         self.proxy[idx] = value
 
 
-def _named(q, k, v, rest, a: Attrs, **more) -> dict:
-    """The kernel's inputs by name: q, k, v, then ``rest`` = [bias], [seed] (seed when dropping)."""
-    out = {"q": q, "k": k, "v": v, **more}
-    rest = list(rest)
-    if a.dropout_p:
-        out["seed"] = rest.pop()
-    if rest:
-        out["bias"] = rest[0]
-    return out
+def _named(q, k, v, bias, seed, **more) -> dict:
+    """The kernel's inputs by name; bias and seed only when given (seed: when dropping)."""
+    optional = {"bias": bias, "seed": seed}
+    return {"q": q, "k": k, "v": v, **more, **{n: x for n, x in optional.items() if x is not None}}
 
 
-def forward(q, k, v, *rest, out_dtype: str, **attrs):
-    """out [*L, Sq, Dv] = attention(q [*L, Sq, D], k [*L, Sk, D], v [*L, Sk, Dv], [bias], [seed])."""
+def forward(q, k, v, bias=None, seed=None, *, out_dtype: str, **attrs):
+    """out [*L, Sq, Dv] = attention(q [*L, Sq, D], k [*L, Sk, D], v [*L, Sk, Dv], bias, seed)."""
     a = Attrs(**attrs)
-    (out,) = _extern("flash_attention", _named(q, k, v, rest, a), {"out": ([*q.shape[:-1], v.shape[-1]], out_dtype)},
+    (out,) = _extern("flash_attention", _named(q, k, v, bias, seed),
+                     {"out": ([*q.shape[:-1], v.shape[-1]], out_dtype)},
                      lambda ops, outs: _row_kernel(ops, a, outs, "forward"), a)
     return out
 
 
-def stats(q, k, v, g, *rest, **attrs):
+def stats(q, k, v, g, bias=None, seed=None, **attrs):
     """(lse, delta) [prod(L), Sq]: each row's log-sum-exp of the scores and sum_j p_ij dp_ij, dp the
     (dropped) g_i . v_j."""
     a = Attrs(**attrs)
     rows = [_prod(q.shape[:-2]), q.shape[-2]]
-    return tuple(_extern("flash_attention_stats", _named(q, k, v, rest, a, g=g),
+    return tuple(_extern("flash_attention_stats", _named(q, k, v, bias, seed, g=g),
                          {"lse": (rows, a.acc), "delta": (rows, a.acc)},
                          lambda ops, outs: _row_kernel(ops, a, outs, "stats"), a))
 
 
-def grad_q(q, k, v, g, lse, delta, *rest, **attrs):
+def grad_q(q, k, v, g, lse, delta, bias=None, seed=None, **attrs):
     """dq [*L, Sq, D] from the row statistics of ``stats``."""
     a = Attrs(**attrs)
-    (dq,) = _extern("flash_attention_dq", _named(q, k, v, rest, a, g=g, lse=lse, delta=delta),
+    (dq,) = _extern("flash_attention_dq", _named(q, k, v, bias, seed, g=g, lse=lse, delta=delta),
                     {"dq": (list(q.shape), q.dtype)}, lambda ops, outs: _row_kernel(ops, a, outs, "dq"), a)
     return dq
 
 
-def grad_kv(q, k, v, g, lse, delta, *rest, **attrs):
+def grad_kv(q, k, v, g, lse, delta, bias=None, seed=None, **attrs):
     """(dk [*L, Sk, D], dv [*L, Sk, Dv]) from the row statistics of ``stats``."""
     a = Attrs(**attrs)
-    return tuple(_extern("flash_attention_dkv", _named(q, k, v, rest, a, g=g, lse=lse, delta=delta),
+    return tuple(_extern("flash_attention_dkv", _named(q, k, v, bias, seed, g=g, lse=lse, delta=delta),
                          {"dk": (list(k.shape), k.dtype), "dv": (list(v.shape), v.dtype)},
                          lambda ops, outs: _column_kernel(ops, a, outs), a))
 

@@ -2,7 +2,7 @@
 tensors from sizes (iota, fill, numel).
 
 Indices are clipped into range inside the kernels, so a bad index never reads outside a buffer;
-whether an index was bad is checked separately (see rules/tensor.py), so nothing is silently
+whether an index was bad is checked separately (see rules/common.check_indices), so nothing is silently
 clipped from the user's point of view. An axis of symbolic size can be empty, where there is
 nothing to clip into: the read is then skipped (``_guarded``), and the check raises.
 """

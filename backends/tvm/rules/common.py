@@ -1,5 +1,6 @@
-"""Small helpers the lowering rules share: accumulation dtypes, casts, scalar constants, and the
-NaN-propagating maximum/minimum (docs/semantics.md).
+"""Helpers the TVM rule modules share: accumulation dtypes, casts, scalar constants, the
+NaN-propagating maximum/minimum (docs/semantics.md), our own kernels' marking (own_kernel), and the
+run-time index checks (backends/checks.py) that the indexing and loss rows register.
 
 Casts to bfloat16 round explicitly. TVM computes bf16 in f32 (its BF16ComputeLegalize pass) and
 keeps a kernel's bf16 intermediates as f32, turning a cast to bf16 into a cast to f32: a value cast
@@ -16,6 +17,7 @@ from tvm.relax import op as R
 
 from graphdsl import dtypes as _dt
 
+from ...checks import index_check, range_check, slice_check_for
 from ..schedule import RULE_ATTR, RULE_ERRORS
 
 NARROW = ("float16", "bfloat16")
@@ -140,3 +142,38 @@ def own_kernel(cx, out: relax.Expr, rule: str, schedule=None) -> relax.Expr:
 
 def axes_list(axis) -> list[int] | None:
     return None if axis is None else list(axis)
+
+
+# -- run-time checks -------------------------------------------------------------------------------
+def check_range(cx, node, indices: relax.Expr, size, axis: int, kind: str = "index",
+                ignore_index: int | None = None) -> None:
+    """After each call, raise the reference's error when an index falls outside [0, size)."""
+    _add_range_check(cx, indices, range_check(node, axis, size, kind, ignore_index))
+
+
+def check_indices(cx, node, indices: relax.Expr) -> None:
+    """The run-time check of ``node``'s indices that checks.index_check describes."""
+    _add_range_check(cx, indices, index_check(node)[1])
+
+
+def _add_range_check(cx, indices: relax.Expr, check) -> None:
+    """Return the indices' [min, max] as an extra output. For empty indices it is garbage (a TVM
+    reduction initialises in its first iteration), which the check knows from its ``count``."""
+    i64 = cast(indices, "int64")
+    lo_hi = R.concat([R.reshape(R.min(i64), [1]), R.reshape(R.max(i64), [1])], axis=0)
+    cx.add_check(cx.emit(lo_hi), check)
+
+
+def check_slice(cx, node) -> None:
+    """A slice typed on a symbolic dim assumed the dim was large enough: check it per call."""
+    check = slice_check_for(node)
+    if check is not None:
+        cx.add_slice_check(check)
+
+
+# -- the decomposition as a row --------------------------------------------------------------------
+def decomposed(cx, node, *required, **optional):
+    """A row lowering ``node`` through its op's decomposition (lower.Ctx.lower_via_decomposition),
+    for an op whose other rows are conditional. The decomposition takes the node's inputs in
+    order, which are the lowered values of ``node.inputs``, whatever names they came in by."""
+    return cx.lower_via_decomposition(node, [cx.value(i) for i in node.inputs])

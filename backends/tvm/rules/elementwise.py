@@ -1,7 +1,7 @@
-"""Lowering rules for graphdsl/ops/elementwise.py: one Relax expression per op.
+"""TVM rows for graphdsl/ops/elementwise.py: one Relax expression per op.
 
 Transcendental functions of f16/bf16 inputs compute in f32 and cast back, as the references do;
-so does bf16 arithmetic, so that each op's result is rounded to bf16 (_util.cast says why TVM
+so does bf16 arithmetic, so that each op's result is rounded to bf16 (common.cast says why TVM
 would not). Relax's FuseOps later merges chains of these into single loops.
 
 The edges follow the references (docs/semantics.md). TVM's max is ``a > b ? a : b``, so maximum,
@@ -19,28 +19,45 @@ import tvm
 from tvm import relax
 from tvm.relax import op as R
 
-from ._util import acc_dtype, cast, dtype_of, maximum, minimum, scalar, upcast, wide
+from ..table import TVM
+from .common import acc_dtype, cast, dtype_of, maximum, minimum, scalar, upcast, wide
 
 
 def _binary(fn):
-    """A binary op; one with a bf16 result computes in f32 and rounds once, like ml_dtypes."""
-    def rule(cx, node, a, b):
+    """A binary op's row; one with a bf16 result computes in f32 and rounds once, like ml_dtypes."""
+    def row(cx, node, a, b):
         dt = node.type.dtype.name
         if dt == "bfloat16":
             return cx.emit(cast(fn(upcast(a), upcast(b)), dt))
         return cx.emit(fn(a, b))
-    return rule
+    return row
 
 
 def _unary(fn):
     return lambda cx, node, x: cx.emit(fn(x))
 
 
+for _op, _fn in [("add", R.add), ("sub", R.subtract), ("pow", R.power), ("equal", R.equal),
+                 ("less", R.less), ("less_equal", R.less_equal), ("greater", R.greater),
+                 ("greater_equal", R.greater_equal), ("logical_and", R.logical_and),
+                 ("logical_or", R.logical_or)]:
+    TVM.register(_op, _binary(_fn))
+for _op, _fn in [("neg", R.negative), ("abs", R.abs), ("logical_not", R.logical_not)]:
+    TVM.register(_op, _unary(_fn))
+for _op, _fn in [("exp", R.exp), ("log", R.log), ("sqrt", R.sqrt), ("rsqrt", R.rsqrt), ("tanh", R.tanh),
+                 ("sin", R.sin), ("cos", R.cos), ("erf", R.erf)]:
+    TVM.register(_op, wide(_fn))
+TVM.register("maximum", lambda cx, node, a, b: cx.emit(maximum(a, b)))
+TVM.register("minimum", lambda cx, node, a, b: cx.emit(minimum(a, b)))
+TVM.register("where", lambda cx, node, c, a, b: cx.emit(R.where(c, a, b)))
+
+
 def _is_zero(x: relax.Expr) -> bool:
     return isinstance(x, tvm.ir.expr.Constant) and not np.any(x.value.numpy())
 
 
-def _mul(cx, node, a, b):
+@TVM.register("mul")
+def mul(cx, node, a, b):
     if node.type.dtype.is_float and (_is_zero(a) or _is_zero(b)):
         x = b if _is_zero(a) else a       # x * 0 is 0 for finite x, else NaN
         dt = node.type.dtype.name
@@ -49,7 +66,8 @@ def _mul(cx, node, a, b):
     return _binary(R.multiply)(cx, node, a, b)
 
 
-def _div(cx, node, a, b):
+@TVM.register("div")
+def div(cx, node, a, b):
     dt = node.type.dtype
     if dt.is_float:
         if _is_zero(a):                   # 0 / x is 0, but NaN for x NaN or 0
@@ -61,7 +79,8 @@ def _div(cx, node, a, b):
     return cx.emit(R.floor_divide(a, R.where(R.equal(b, zero), one, b)))  # x // 0 is x // 1
 
 
-def _not_equal(cx, node, a, b):
+@TVM.register("not_equal")
+def not_equal(cx, node, a, b):
     """a != b, true where either is NaN: TVM's LLVM code generator compiles a float != to an
     ordered compare (false for NaN), so ``x != x`` was false for NaN."""
     if not node.inputs[0].type.dtype.is_float:
@@ -77,11 +96,13 @@ def sigmoid(x: relax.Expr) -> relax.Expr:
     return R.divide(R.where(R.greater_equal(x, scalar(0, dt)), one, e), R.add(one, e))
 
 
-def _sigmoid(cx, node, x):
+@TVM.register("sigmoid")
+def sigmoid_row(cx, node, x):
     return cx.emit(cast(sigmoid(cx.emit(upcast(x))), node.type.dtype.name))
 
 
-def _silu(cx, node, x):
+@TVM.register("silu")
+def silu(cx, node, x):
     """x times its sigmoid rounded to x's dtype, as the reference (the product rounds once more)."""
     dt = node.type.dtype.name
     xf = cx.emit(upcast(x))
@@ -89,7 +110,8 @@ def _silu(cx, node, x):
     return cx.emit(cast(R.multiply(xf, upcast(s)), dt))
 
 
-def _gelu(cx, node, x):
+@TVM.register("gelu")
+def gelu(cx, node, x):
     w = upcast(x)
     wt = acc_dtype(node.type.dtype.name)
     c = lambda v: scalar(v, wt)  # noqa: E731
@@ -102,7 +124,8 @@ def _gelu(cx, node, x):
     return cx.emit(cast(y, node.type.dtype.name))
 
 
-def _cast(cx, node, x):
+@TVM.register("cast")
+def cast_row(cx, node, x):
     to = node.attrs["dtype"]
     if to.is_bool:  # NumPy's astype(bool) is x != 0 (so NaN is True)
         src = node.inputs[0].type.dtype
@@ -113,45 +136,10 @@ def _cast(cx, node, x):
     return cx.emit(cast(x, to.name))
 
 
-def _relu(cx, node, x):
+@TVM.register("relu")
+def relu(cx, node, x):
     dt = node.type.dtype
     zero = scalar(0, dt.name)
     if not dt.is_float:
         return cx.emit(R.maximum(x, zero))
     return cx.emit(R.where(R.less(x, zero), zero, x))   # NaN is not < 0: it passes through
-
-
-RULES = {
-    "add": _binary(R.add),
-    "sub": _binary(R.subtract),
-    "mul": _mul,
-    "div": _div,
-    "pow": _binary(R.power),
-    "maximum": lambda cx, node, a, b: cx.emit(maximum(a, b)),
-    "minimum": lambda cx, node, a, b: cx.emit(minimum(a, b)),
-    "neg": _unary(R.negative),
-    "abs": _unary(R.abs),
-    "exp": wide(R.exp),
-    "log": wide(R.log),
-    "sqrt": wide(R.sqrt),
-    "rsqrt": wide(R.rsqrt),
-    "tanh": wide(R.tanh),
-    "sin": wide(R.sin),
-    "cos": wide(R.cos),
-    "erf": wide(R.erf),
-    "sigmoid": _sigmoid,
-    "relu": _relu,
-    "silu": _silu,
-    "gelu": _gelu,
-    "equal": _binary(R.equal),
-    "not_equal": _not_equal,
-    "less": _binary(R.less),
-    "less_equal": _binary(R.less_equal),
-    "greater": _binary(R.greater),
-    "greater_equal": _binary(R.greater_equal),
-    "logical_and": _binary(R.logical_and),
-    "logical_or": _binary(R.logical_or),
-    "logical_not": _unary(R.logical_not),
-    "where": lambda cx, node, c, a, b: cx.emit(R.where(c, a, b)),
-    "cast": _cast,
-}

@@ -1,4 +1,4 @@
-"""Lowering rules for graphdsl/ops/losses.py, following the references step by step.
+"""TVM rows for graphdsl/ops/losses.py, following the references step by step.
 
 Class targets are picked with the clipped gather kernel; a target outside [0, C) that is not
 ``ignore_index`` raises the reference's InputError after the call (a run-time check).
@@ -11,9 +11,9 @@ from tvm.relax import op as R
 from graphdsl.types import broadcast_shapes
 
 from ..kernels import indexing as K
-from ._util import acc_dtype, cast, maximum, scalar
+from ..table import TVM
+from .common import acc_dtype, cast, check_range, maximum, scalar
 from .nn import safe_log_softmax
-from .tensor import check_range
 
 
 def _reduce(loss: relax.Expr, reduction: str, acc: str, count: relax.Expr | None = None) -> relax.Expr:
@@ -39,7 +39,8 @@ def _picked(cx, node, logp: relax.Expr, targets: relax.Expr):
     return R.squeeze(gathered, [-1]), valid
 
 
-def _cross_entropy(cx, node, logits, targets):
+@TVM.register("cross_entropy")
+def cross_entropy(cx, node, logits, targets):
     dt = node.type.dtype.name
     acc = acc_dtype(dt)
     logp = cx.emit(safe_log_softmax(cast(logits, acc), -1))
@@ -53,7 +54,8 @@ def _cross_entropy(cx, node, logits, targets):
     return cx.emit(cast(_reduce(loss, node.attrs["reduction"], acc, count), dt))
 
 
-def _nll(cx, node, logp, targets):
+@TVM.register("nll")
+def nll(cx, node, logp, targets):
     dt = node.type.dtype.name
     acc = acc_dtype(dt)
     picked, valid = _picked(cx, node, cx.emit(cast(logp, acc)), targets)
@@ -62,14 +64,16 @@ def _nll(cx, node, logp, targets):
     return cx.emit(cast(_reduce(loss, node.attrs["reduction"], acc, count), dt))
 
 
-def _mse(cx, node, pred, target):
+@TVM.register("mse")
+def mse(cx, node, pred, target):
     dt = node.type.dtype.name
     acc = acc_dtype(dt)
     d = cx.emit(R.subtract(cast(pred, acc), cast(target, acc)))
     return cx.emit(cast(_reduce(R.multiply(d, d), node.attrs["reduction"], acc), dt))
 
 
-def _margin_ranking(cx, node, x1, x2, y):
+@TVM.register("margin_ranking")
+def margin_ranking(cx, node, x1, x2, y):
     dt = node.type.dtype.name
     acc = acc_dtype(dt)
     diff = R.subtract(cast(x1, acc), cast(x2, acc))
@@ -78,7 +82,8 @@ def _margin_ranking(cx, node, x1, x2, y):
     return cx.emit(cast(_reduce(loss, node.attrs["reduction"], acc), dt))
 
 
-def _cosine_similarity(cx, node, a, b):
+@TVM.register("cosine_similarity")
+def cosine_similarity(cx, node, a, b):
     dt = node.type.dtype.name
     acc = acc_dtype(dt)
     axis, eps = node.attrs["axis"], scalar(node.attrs["eps"], acc)
@@ -89,12 +94,3 @@ def _cosine_similarity(cx, node, a, b):
     nb = maximum(R.sqrt(R.sum(R.multiply(bf, bf), [axis])), eps)
     out = R.divide(R.sum(R.multiply(af, bf), [axis]), R.multiply(na, nb))
     return cx.emit(cast(out, dt))
-
-
-RULES = {
-    "cross_entropy": _cross_entropy,
-    "nll": _nll,
-    "mse": _mse,
-    "margin_ranking": _margin_ranking,
-    "cosine_similarity": _cosine_similarity,
-}

@@ -1,18 +1,25 @@
-"""Lowering rules for graphdsl/ops/nn.py and random.py: softmax family, norms, RNG and dropout.
+"""TVM rows for graphdsl/ops/nn.py: the softmax family, the norms, and numel.
 
 Softmax is written out (not Relax's nn.softmax) because ours defines fully masked rows: a row of
 -inf gives zeros, never NaN; and a row holding a NaN (or +inf) is NaN throughout, as in the
 reference. The row's max only shifts the row; a row is "fully masked" when its sum of exponentials
 is 0, which a NaN anywhere in the row makes NaN (TVM's max reduction may skip a NaN, the sum never
 does). Norms use the reference's two-pass mean/variance in f32 (f64 for f64).
+
+layer_norm has two rows: on llvm with a static normalized axis, our one-kernel LayerNorm
+(kernels/norm.py: each row read from memory once, written once); otherwise the generic lowering
+below, which FuseOps splits in two reduction kernels. rules/fused.py uses the same kernel for
+add_layer_norm.
 """
 from __future__ import annotations
 
 from tvm import relax
 from tvm.relax import op as R
 
-from ..kernels import random as RNG
-from ._util import acc_dtype, cast, dtype_of, scalar
+from ..kernels import indexing as K
+from ..kernels import norm
+from ..table import TVM
+from .common import acc_dtype, cast, dtype_of, own_kernel, scalar
 
 
 def _shifted(x: relax.Expr, axis: int):
@@ -42,14 +49,40 @@ def safe_log_softmax(x: relax.Expr, axis: int) -> relax.Expr:
     return R.subtract(shifted, R.log(R.where(R.equal(s, zero), one, s)))
 
 
-def _softmax(fn):
-    def rule(cx, node, x):
+def _softmax_row(fn):
+    """A row computing ``fn`` (safe_softmax or safe_log_softmax) in the accumulation dtype."""
+    def row(cx, node, x):
         dt = node.type.dtype.name
         return cx.emit(cast(fn(cast(x, acc_dtype(dt)), node.attrs["axis"]), dt))
-    return rule
+    return row
 
 
-def _layer_norm(cx, node, x, w, b):
+TVM.register("softmax", _softmax_row(safe_softmax))
+TVM.register("log_softmax", _softmax_row(safe_log_softmax))
+
+
+def row_kernel_applies(cx, node) -> bool:
+    """Whether our one-kernel LayerNorm (kernels/norm.py) takes this node: llvm, and a static
+    normalized (last) axis, which its vectorized passes need."""
+    size = node.type.shape[-1] if node.type.rank else None
+    return cx.target_kind == "llvm" and isinstance(size, int) and size > 0
+
+
+def layer_norm_kernel(cx, node, x, w, b, residual=None):
+    """One call of kernels/norm.layer_norm_rows with its CPU schedule: layer_norm, or with a
+    ``residual`` add_layer_norm."""
+    dt = node.type.dtype.name
+    out = cx.te(norm.layer_norm_rows, x, w, b, residual, eps=node.attrs["eps"], acc=acc_dtype(dt),
+                out_dtype=dt, name=node.op)
+    return own_kernel(cx, out, norm.RULE, norm.schedule_layer_norm)
+
+
+TVM.register("layer_norm", layer_norm_kernel, when=row_kernel_applies, priority=10)
+
+
+@TVM.register("layer_norm")
+def layer_norm(cx, node, x, w, b):
+    """The generic lowering: Relax reductions (two kernels after FuseOps)."""
     dt = node.type.dtype.name
     acc = acc_dtype(dt)
     xf = cast(x, acc)
@@ -59,7 +92,8 @@ def _layer_norm(cx, node, x, w, b):
     return cx.emit(cast(R.add(R.multiply(y, cast(w, acc)), cast(b, acc)), dt))
 
 
-def _rms_norm(cx, node, x, w):
+@TVM.register("rms_norm")
+def rms_norm(cx, node, x, w):
     dt = node.type.dtype.name
     acc = acc_dtype(dt)
     xf = cast(x, acc)
@@ -68,22 +102,8 @@ def _rms_norm(cx, node, x, w):
     return cx.emit(cast(R.multiply(y, cast(w, acc)), dt))
 
 
-def _random_uniform(cx, node, seed):
-    return cx.te(RNG.uniform, seed, cx.shape(node.attrs["shape"]), node.attrs["salt"])
-
-
-def _dropout(cx, node, x, seed):
-    p = node.attrs["p"]
-    if p == 0:
-        return x
-    return cx.te(RNG.dropout, x, seed, p, node.attrs["salt"], acc_dtype(node.type.dtype.name))
-
-
-RULES = {
-    "softmax": _softmax(safe_softmax),
-    "log_softmax": _softmax(safe_log_softmax),
-    "layer_norm": _layer_norm,
-    "rms_norm": _rms_norm,
-    "random_uniform": _random_uniform,
-    "dropout": _dropout,
-}
+@TVM.register("numel")
+def numel(cx, node, x):
+    axis = node.attrs["axis"]
+    axes = range(node.inputs[0].type.rank) if axis is None else axis
+    return cx.te(K.numel, x, list(axes), node.attrs["dtype"].name)

@@ -1,8 +1,13 @@
-"""Helpers shared by op declarations: type rules for common op shapes and gradient plumbing."""
+"""Helpers shared by op declarations: type rules for common op shapes and gradient plumbing.
+
+Every op group imports this module, so it imports none of them: the gradient plumbing calls the
+ops it emits (``sum``, ``reshape``) through the registry by name.
+"""
 from __future__ import annotations
 
 from graphdsl import dtypes as _dt
 from graphdsl.errors import ShapeError, TypeError_
+from graphdsl.registry import get as get_op
 from graphdsl.types import Shape, TensorType, as_dim, broadcast_shapes, normalize_axis
 
 
@@ -85,7 +90,6 @@ def sizes_attr(shape, op: str, what: str = "shape") -> tuple:
 # -- gradient plumbing (runs while tracing the gradient graph) --------------------------------
 def sum_to(g, shape: Shape):
     """Sum ``g`` down to ``shape``: the adjoint of broadcasting."""
-    from . import reduce, shape as shape_ops
     gshape = g.shape
     if gshape == shape:
         return g
@@ -95,9 +99,9 @@ def sum_to(g, shape: Shape):
         if d == 1 and gshape[lead + i] != 1:
             axes.append(lead + i)
     if axes:
-        g = reduce.sum(g, axis=tuple(axes), keepdims=True)
+        g = get_op("sum")(g, axis=tuple(axes), keepdims=True)
     if g.shape != shape:
-        g = shape_ops.reshape(g, shape=tuple(shape))
+        g = get_op("reshape")(g, shape=tuple(shape))
     return g
 
 

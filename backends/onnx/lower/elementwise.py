@@ -1,0 +1,148 @@
+"""ONNX rows of the elementwise ops (graphdsl/ops/elementwise.py): arithmetic, comparisons,
+activations, casts.
+
+The edges follow the reference (docs/semantics.md): ONNX Runtime's Sigmoid has an absolute error
+of about 6e-8 (17% off at -15, 0 below -17.5), so it is used for x >= 0 only, exp(x) / (1 + exp(x))
+below; it casts float64 (and ints, to bf16) to f16/bf16 through float32, rounding twice, which
+``round_once`` corrects. Integer division floors, as ours does. ``ACTIVATIONS`` is shared with the
+fused ``bias_activation`` row.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..emitter import Emitter, onnx_dtype
+from ..table import EXPORT
+from .common import BF16, F16, F32, F64, I32, I64, U32, narrow, scalar_like, widen
+
+# ops that are one ONNX node of the same name, as they are
+_DIRECT = {
+    "add": "Add", "sub": "Sub", "mul": "Mul", "pow": "Pow", "maximum": "Max", "minimum": "Min",
+    "neg": "Neg", "abs": "Abs", "exp": "Exp", "log": "Log", "sqrt": "Sqrt",
+    "sin": "Sin", "cos": "Cos", "erf": "Erf", "equal": "Equal",
+    "less": "Less", "less_equal": "LessOrEqual", "greater": "Greater",
+    "greater_equal": "GreaterOrEqual", "logical_and": "And", "logical_or": "Or",
+    "logical_not": "Not", "where": "Where",
+}
+
+
+def one_node(op_type: str):
+    """The row of an op that is the ONNX node ``op_type`` on the same inputs."""
+    def lower(em, node, *ins):
+        return em.op(op_type, ins, hint=node.op)
+    lower.__qualname__ = f"one_node({op_type!r})"
+    return lower
+
+
+for _name, _op_type in _DIRECT.items():
+    EXPORT.register(_name, one_node(_op_type))
+
+
+@EXPORT.register("not_equal")
+def _not_equal(em, node, a, b):
+    return em.op("Not", [em.op("Equal", [a, b])])
+
+
+@EXPORT.register("div")
+def _div(em, node, a, b):
+    if not node.type.dtype.is_int:
+        return em.op("Div", [a, b], hint="div")
+    # floor division, with x // 0 defined as x // 1: (a - a mod b) / b is exact
+    zero, one = scalar_like(em, 0, b), scalar_like(em, 1, b)
+    safe = em.op("Where", [em.op("Equal", [b, zero]), one, b])
+    rem = em.op("Mod", [a, safe], fmod=0)
+    return em.op("Div", [em.op("Sub", [a, rem]), safe], hint="div")
+
+
+@EXPORT.register("rsqrt")
+def _rsqrt(em, node, x):
+    return em.op("Reciprocal", [em.op("Sqrt", [x])], hint="rsqrt")
+
+
+# -- activations: fn(em, x, dtype, **attrs), x in the node's dtype ---------------------------------
+def sigmoid(em: Emitter, x: str) -> str:
+    """The reference's sigmoid: ONNX Sigmoid for x >= 0, exp(x) / (1 + exp(x)) below (NaN stays NaN)."""
+    e = em.op("Exp", [x])
+    tail = em.op("Div", [e, em.op("Add", [scalar_like(em, 1, x), e])])
+    return em.op("Where", [em.op("Less", [x, scalar_like(em, 0, x)]), tail, em.op("Sigmoid", [x])],
+                 hint="sigmoid")
+
+
+def relu(em: Emitter, x: str, dtype) -> str:
+    if dtype.is_float:
+        return em.op("Relu", [x], hint="relu")
+    return em.op("Max", [x, scalar_like(em, 0, x)], hint="relu")
+
+
+def rounded_sigmoid(em: Emitter, x: str, dtype) -> str:
+    """The sigmoid computed in float32 for a narrow float, rounded once to ``dtype``."""
+    return narrow(em, sigmoid(em, widen(em, x)), dtype)
+
+
+def silu(em: Emitter, x: str, dtype) -> str:
+    """x times its sigmoid rounded to x's dtype, as the reference."""
+    return em.op("Mul", [x, rounded_sigmoid(em, x, dtype)], hint="silu")
+
+
+def tanh(em: Emitter, x: str, dtype) -> str:
+    return em.op("Tanh", [x], hint="tanh")
+
+
+def gelu(em: Emitter, x: str, dtype, approximate: str = "none") -> str:
+    x = widen(em, x)
+    c = lambda v: scalar_like(em, v, x)  # noqa: E731
+    if approximate == "tanh":
+        cube = em.op("Mul", [em.op("Mul", [em.op("Mul", [c(0.044715), x]), x]), x])
+        inner = em.op("Mul", [c(float(np.sqrt(2.0 / np.pi))), em.op("Add", [x, cube])])
+        cdf = em.op("Add", [c(1.0), em.op("Tanh", [inner])])
+    else:
+        cdf = em.op("Add", [c(1.0), em.op("Erf", [em.op("Mul", [x, c(float(1.0 / np.sqrt(2.0)))])])])
+    out = em.op("Mul", [em.op("Mul", [c(0.5), x]), cdf], hint="gelu")
+    return narrow(em, out, dtype)
+
+
+ACTIVATIONS = {"relu": relu, "sigmoid": rounded_sigmoid, "silu": silu, "tanh": tanh, "gelu": gelu}
+
+
+@EXPORT.register(tuple(ACTIVATIONS))
+def _activation(em, node, x):
+    return ACTIVATIONS[node.op](em, x, node.type.dtype, **node.attrs)
+
+
+# -- casts ----------------------------------------------------------------------------------------
+@EXPORT.register("cast")
+def _cast(em, node, x):
+    to, have = onnx_dtype(node.attrs["dtype"]), em.dtypes[x]
+    if to in _NARROW_MAX and have in _ROUNDED_TWICE[to]:
+        return round_once(em, x, to)
+    return em.op("Cast", [x], to=to, hint="cast")
+
+
+# (the largest finite value, the tie between it and inf) of each narrow type
+_NARROW_MAX = {F16: (65504.0, 65520.0), BF16: (3.3895313892515355e38, 3.39617752923046e38)}
+# Casts ONNX Runtime makes through float32, rounding twice: a value that float32 rounds onto a tie
+# of the narrow type then goes to the even side, which may be the wrong one.
+_ROUNDED_TWICE = {F16: (F64,), BF16: (F64, I32, I64, U32)}
+
+
+def round_once(em: Emitter, x: str, to: int) -> str:
+    """``x`` (float64 or int) cast to f16/bf16 with ONE rounding to nearest, ties to even (NumPy's).
+
+    m = float32(x) can be wrong only as a tie of ``to`` that x is not: then x's side of m decides
+    between m's two neighbours in ``to``, the even one b (Cast's choice) and o = m + (m - b) (exact;
+    a tie is exactly the case where o is a value of ``to``)."""
+    xd = em.cast(x, F64)
+    m = em.cast(xd, F32)
+    as_to = lambda v: em.cast(em.op("Cast", [v], to=to), F32)  # noqa: E731  (rounded, back in f32)
+    b = as_to(m)
+    top, edge = _NARROW_MAX[to]                       # past the largest value, the tie is with inf
+    overflow = em.op("IsInf", [b])
+    o = em.op("Where", [overflow, em.op("Mul", [em.op("Sign", [m]), em.const(np.float32(top))]),
+                        em.op("Add", [m, em.op("Sub", [m, b])])])
+    is_tie = em.op("Where", [overflow, em.op("Equal", [em.op("Abs", [m]), em.const(np.float32(edge))]),
+                             em.op("Equal", [as_to(o), o])])
+    tie = em.op("And", [em.op("Not", [em.op("Equal", [b, m])]), is_tie])
+    md = em.cast(m, F64)
+    wrong = em.op("And", [tie, em.op("Not", [em.op("Equal", [md, xd])])])
+    side = em.op("Where", [em.op("Greater", [xd, md]), em.op("Max", [b, o]), em.op("Min", [b, o])])
+    return em.op("Cast", [em.op("Where", [wrong, side, b])], to=to, hint="cast")

@@ -1,0 +1,68 @@
+"""ONNX rows of the reductions (graphdsl/ops/reduce.py): sum, mean, max, min, argmax.
+
+The edges follow the reference (docs/semantics.md): ONNX Runtime's ReduceMax/ReduceMin and ArgMax
+skip a NaN that is not the first element, so the float reductions also reduce ``IsNaN(x)`` and
+pick NaN (argmax: the index of the first NaN) where the slice holds one. ``mean`` of a narrow
+float is computed in float32 and rounded once, as the reference does.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..emitter import Emitter
+from ..table import EXPORT
+from .common import BF16, F16, F32, F64, narrow, reduce, scalar_like, widen
+
+
+@EXPORT.register("sum")
+def _sum(em, node, x):
+    return reduce(em, "ReduceSum", x, node.attrs["axis"], node.attrs["keepdims"])
+
+
+@EXPORT.register("mean")
+def _mean(em, node, x):
+    out = reduce(em, "ReduceMean", widen(em, x), node.attrs["axis"], node.attrs["keepdims"])
+    return narrow(em, out, node.type.dtype)
+
+
+def _nans(em: Emitter, x: str) -> str:
+    """1.0 where ``x`` is NaN, else 0.0 (float32)."""
+    return em.cast(em.op("IsNaN", [x]), F32)
+
+
+def _any_nan(em: Emitter, nans: str, axis, keepdims: bool) -> str:
+    """bool: whether the slice reduced over ``axis`` holds a NaN (``nans``: ``_nans(x)``)."""
+    return em.op("Greater", [reduce(em, "ReduceMax", nans, axis, keepdims), em.const(np.float32(0))])
+
+
+@EXPORT.register(("max", "min"))
+def _extremum(em, node, x):
+    op_type = "ReduceMax" if node.op == "max" else "ReduceMin"
+    axis, keepdims = node.attrs["axis"], node.attrs["keepdims"]
+    out = reduce(em, op_type, x, axis, keepdims)
+    if not node.type.dtype.is_float:
+        return out
+    return em.op("Where", [_any_nan(em, _nans(em, x), axis, keepdims), scalar_like(em, np.nan, out), out],
+                 hint=node.op)
+
+
+def _argmax_of(em: Emitter, x: str, axis: int, keepdims: bool) -> str:
+    """ArgMax, but the index of the first NaN where there is one (np.argmax)."""
+    out = em.op("ArgMax", [x], axis=axis, keepdims=int(keepdims))
+    if em.dtypes[x] not in (F32, F64, F16, BF16):
+        return out
+    nans = _nans(em, x)
+    first_nan = em.op("ArgMax", [nans], axis=axis, keepdims=int(keepdims))
+    return em.op("Where", [_any_nan(em, nans, [axis], keepdims), first_nan, out], hint="argmax")
+
+
+@EXPORT.register("argmax")
+def _argmax(em, node, x):
+    axis, keepdims = node.attrs["axis"], node.attrs["keepdims"]
+    if axis is not None:
+        return _argmax_of(em, x, axis[0], keepdims)
+    flat = em.op("Reshape", [x, em.const(np.array([-1], np.int64))])
+    out = _argmax_of(em, flat, 0, False)
+    if keepdims:
+        out = em.op("Reshape", [out, em.dims(node.type.shape)], hint="argmax")
+    return out
