@@ -128,9 +128,8 @@ def schedule_layer_norm(func: tirx.PrimFunc) -> tirx.PrimFunc:
         sch.parallel(rows)
         for name in reversed(stages):   # consumers first: compute_at needs them under the loop
             sch.compute_at(sch.get_sblock(name), rows)
-        for name in ("row", "row_sum_part", "sq_sum_part"):
-            if name in stages:
-                sch.set_scope(sch.get_sblock(name), 0, "local")
+        for name in stages:   # every per-row buffer is the row's own: no allocation in memory
+            sch.set_scope(sch.get_sblock(name), 0, "local")
     _vectorize(sch, col)
     _vectorize(sch, sch.get_loops(sch.get_sblock("row"))[-1])
     for name in ("row_sum_part", "sq_sum_part"):
