@@ -48,6 +48,9 @@ CASES = [
     Case("Add", {"a": X, "b": M[0, :4].copy()}), Case("Sub", {"a": X, "b": X[:1]}), Case("Mul", {"a": X, "b": X}),
     Case("Div", {"a": X, "b": POS}), Case("Div", {"a": I, "b": J}, name="int_truncates"),
     Case("Pow", {"a": POS, "b": X}), Case("Pow", {"a": POS, "b": i64(2)}, name="int_exponent"),
+    Case("Pow", {"a": i64(1, 2, 3, -2), "b": i64(4, 5, 6, 3)}, name="int64"),
+    Case("Pow", {"a": np.array([1, 2, 3], np.int32), "b": np.array([4.0, 5.0, 0.5], np.float32)},
+         name="int32_float_exponent"),
     Case("Max", {"a": X, "b": X[0], "c": X[:, :1]}), Case("Min", {"a": X, "b": -X}),
     Case("Sum", {"a": X, "b": X, "c": X}),
     Case("Equal", {"a": I, "b": J}, out=TensorProto.BOOL), Case("Less", {"a": X, "b": -X}, out=TensorProto.BOOL),
@@ -64,6 +67,7 @@ CASES = [
     Case("Gelu", {"x": X}, {"approximate": "tanh"}, opset=20), Case("LeakyRelu", {"x": X}, {"alpha": 0.2}),
     Case("Clip", {"x": X, "lo": np.array(-0.5, np.float32), "hi": np.array(0.7, np.float32)}),
     Case("MatMul", {"a": X, "b": M}), Case("MatMul", {"a": M[:, 0].copy(), "b": M}, name="vector"),
+    Case("MatMul", {"a": M[:, 0].copy(), "b": M[:, 1].copy()}, name="dot"),
     Case("Gemm", {"a": M, "b": M, "c": M[:1, :]}, {"transA": 1, "alpha": 0.5, "beta": 2.0},
          name="trans_a"),
     Case("Gemm", {"a": X[0], "b": M.T.copy()}, {"transB": 1}, name="trans_b"),
@@ -85,13 +89,17 @@ CASES = [
     Case("Size", {"x": X}, out=TensorProto.INT64, symbolic=("x",)),
     Case("Gather", {"x": X, "i": np.array([2, -1], np.int64)}, {"axis": 1}, consts=("i",)),
     Case("Gather", {"x": M, "i": np.array([[0, 3], [2, 2]], np.int64)}, name="runtime_indices"),
+    Case("Gather", {"x": M, "i": np.array([[0, -1], [-4, 2]], np.int64)}, name="runtime_negative_indices"),
     Case("GatherElements", {"x": M, "i": np.array([[0, 3, 1, 1, 2]], np.int64)}),
+    Case("GatherElements", {"x": M, "i": np.array([[0, -1, 1, -4, 2]], np.int64)}, name="negative_indices"),
     Case("GatherND", {"x": X, "i": np.array([[[1, 2]], [[0, 0]]], np.int64)}),
+    Case("GatherND", {"x": X, "i": np.array([[[-1, 2]], [[0, -3]]], np.int64)}, name="negative_indices"),
     Case("Concat", {"a": X, "b": X[:, :1]}, {"axis": -2}),
     Case("Unsqueeze", {"x": M, "axes": i64(0, -1)}, consts=("axes",)),
     Case("Squeeze", {"x": X[:, :1], "axes": i64(1)}, consts=("axes",)), Case("Squeeze", {"x": X[:1, :, :1]}, name="all"),
     Case("Reshape", {"x": X, "s": i64(0, -1)}, consts=("s",), symbolic=("x",)),
-    Case("Flatten", {"x": X}, {"axis": 2}), Case("Transpose", {"x": X}, {"perm": [2, 0, 1]}),
+    Case("Flatten", {"x": X}, {"axis": 2}), Case("Flatten", {"x": X}, {"axis": -1}, name="axis_minus_1"),
+    Case("Flatten", {"x": X}, {"axis": -3}, name="axis_minus_rank"), Case("Transpose", {"x": X}, {"perm": [2, 0, 1]}),
     Case("Transpose", {"x": M}, name="default_perm"),
     Case("Expand", {"x": X[:, :1], "s": i64(3, 1)}, consts=("s",)),
     Case("Slice", {"x": X, "s": i64(1, -1), "e": i64(2 ** 63 - 1, -4), "a": i64(1, 2), "st": i64(1, -1)},
@@ -231,3 +239,49 @@ def test_import_onnx_returns_float_weights_as_params():
     x = X[0]
     out = backends.compile(graph, "numpy")(x=x, **params)["y"]
     np.testing.assert_allclose(out, x @ M, rtol=1e-6)
+
+
+def _dropout_model(training_mode, ratio=0.25, mask=True):
+    """A Dropout in training mode: ratio and training_mode as initializers (known at import), or
+    training_mode as a graph input (``training_mode=None``)."""
+    inits = [numpy_helper.from_array(np.array(ratio, np.float32), "ratio")]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 128])]
+    if training_mode is None:
+        inputs.append(helper.make_tensor_value_info("t", TensorProto.BOOL, []))
+    else:
+        inits.append(numpy_helper.from_array(np.array(training_mode), "t"))
+    outs = ["y", "mask"] if mask else ["y"]
+    node = helper.make_node("Dropout", ["x", "ratio", "t"], outs)
+    values = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if mask:
+        values.append(helper.make_tensor_value_info("mask", TensorProto.BOOL, None))
+    g = helper.make_graph([node], "dropout", inputs, values, inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_training_mode_dropout_drops_and_scales_with_the_graph_seed():
+    """Training-mode Dropout was imported as the identity; it is our dropout on the graph's seed:
+    kept elements scaled by 1 / (1 - ratio), the rest 0, the mask output where y was kept, about
+    1 - ratio of them kept, another seed another mask."""
+    graph = graphdsl.from_onnx(_dropout_model(True))
+    assert "seed" in graph.inputs
+    x = R.uniform(0.5, 1.5, (64, 128)).astype(np.float32)
+    exe = backends.compile(graph, "numpy")
+    out = exe(x=x, seed=np.int32(3))
+    y, mask = out[list(graph.outputs)[0]], out[list(graph.outputs)[1]]
+    np.testing.assert_allclose(y[mask], x[mask] / 0.75, rtol=1e-6)
+    assert (y[~mask] == 0).all() and abs(mask.mean() - 0.75) < 0.02
+    other = exe(x=x, seed=np.int32(4))[list(graph.outputs)[1]]
+    assert (other != mask).any()
+    llvm = backends.compile(graph, "llvm")(x=x, seed=np.int32(3))
+    np.testing.assert_array_equal(llvm[list(graph.outputs)[1]], mask)
+
+
+def test_inference_dropout_is_the_identity_and_a_run_time_training_mode_is_refused():
+    graph = graphdsl.from_onnx(_dropout_model(False))
+    x = R.standard_normal((64, 128)).astype(np.float32)
+    out = backends.compile(graph, "numpy")(x=x)
+    np.testing.assert_array_equal(out[list(graph.outputs)[0]], x)
+    assert out[list(graph.outputs)[1]].all()
+    with pytest.raises(GraphError, match="training_mode must be known when importing"):
+        graphdsl.from_onnx(_dropout_model(None))

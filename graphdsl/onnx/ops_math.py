@@ -131,7 +131,11 @@ def _variadic(imp, node, *xs):
 
 @IMPORT.register("Pow")
 def _pow(imp, node, base, exponent):
+    """The result has the base's type (ONNX's T). An integer base is raised in float64 and the
+    result truncated back, as C's pow cast to the integer type: exact while it fits in 2**53."""
     x, y = imp.tensor(base), imp.tensor(exponent)
+    if not x.dtype.is_float:
+        return ops.pow(x.astype("float64"), y.astype("float64")).astype(x.dtype)
     return ops.pow(x, y if y.dtype == x.dtype else y.astype(x.dtype))
 
 
@@ -201,6 +205,8 @@ def _matmul(imp, node, a, b):
     a, b = imp.tensor(a), imp.tensor(b)
     vec_a, vec_b = a.ndim == 1, b.ndim == 1
     out = (a.unsqueeze(0) if vec_a else a) @ (b.unsqueeze(-1) if vec_b else b)
+    if vec_a and vec_b:
+        return out.reshape(())          # [1, 1] -> the dot product, a scalar
     if vec_b:
         out = out.squeeze(-1)
     if vec_a:

@@ -57,10 +57,37 @@ def _identity(imp, node, x):
 
 @IMPORT.register("Dropout")
 def _dropout(imp, node, x, ratio=None, training_mode=None):
-    """Inference-mode dropout is the identity; its mask output is all true."""
-    if len(node.output) > 1 and node.output[1]:
-        return [x, ops.full(shape=tuple(imp.tensor(x).shape), value=True, dtype=_dt.bool_)]
-    return x
+    """Inference-mode dropout is the identity, its mask all true. In training mode (the
+    ``training_mode`` input, known at import) it is our dropout op on the graph's ``seed`` input:
+    each element kept with probability 1 - ratio and scaled by 1 / (1 - ratio), the mask drawn by
+    our counter-based generator (docs/semantics.md), so it is a dropout mask, not the bits ONNX's
+    reference draws."""
+    training = False if training_mode is None else imp.known(training_mode)
+    if training is None:
+        raise GraphError("Dropout's training_mode must be known when importing (a constant or an "
+                         "initializer), but it depends on run-time values",
+                         hint="export the model with training_mode as a constant")
+    want_mask = len(node.output) > 1 and bool(node.output[1])
+    t = imp.tensor(x)
+    identity = [x, ops.full(shape=tuple(t.shape), value=True, dtype=_dt.bool_)] if want_mask else x
+    if not bool(np.asarray(training)):
+        return identity
+    p = 0.5 if ratio is None else imp.known(ratio)
+    if p is None:
+        raise GraphError("Dropout's ratio must be known when importing in training mode (a constant or "
+                         "an initializer), but it depends on run-time values",
+                         hint="export the model with ratio as a constant")
+    p = float(np.asarray(p))
+    if p == 0.0:
+        return identity
+    from graphdsl.tracing import current_builder
+    b = current_builder()
+    seed, salt = b.seed(), b.next_salt()
+    y = ops.dropout(t, seed, p=p, salt=salt)
+    if not want_mask:
+        return y
+    kept = ops.dropout(ops.full(shape=tuple(t.shape), value=1.0, dtype=t.dtype), seed, p=p, salt=salt) != 0
+    return [y, kept]
 
 
 @IMPORT.register("Shape")
@@ -96,6 +123,16 @@ def _cast_like(imp, node, x, like):
     return _cast_to(imp, x, like.dtype if isinstance(like, Sym) else imp.tensor(like).dtype)
 
 
+def wrapped(imp, indices, size):
+    """ONNX's gathers take an index in [-size, size): a negative one counts from the end. Ours
+    take [0, size) and check it, so a negative index becomes ``index + size`` here; one below
+    -size is still out of range and the op's check names it."""
+    size = size if isinstance(size, int) else imp.dim_tensor(size)
+    if not isinstance(size, int) and size.dtype != indices.dtype:
+        size = size.astype(indices.dtype)
+    return ops.where(indices < 0, indices + size, indices)
+
+
 @IMPORT.register("Gather")
 def _gather(imp, node, data, indices):
     known, symbolic = known_all(imp, [data, indices])
@@ -112,13 +149,15 @@ def _gather(imp, node, data, indices):
             if not isinstance(size, int):
                 raise ShapeError(f"negative Gather indices on symbolic dim {size}")
             indices = imp.const(np.where(idx_known < 0, idx_known + size, idx_known))
-    return ops.take(table, imp.tensor(indices), axis=axis)
+        return ops.take(table, imp.tensor(indices), axis=axis)
+    return ops.take(table, wrapped(imp, imp.tensor(indices), table.shape[axis]), axis=axis)
 
 
 @IMPORT.register("GatherElements")
 def _gather_elements(imp, node, data, indices):
     x = imp.tensor(data)
-    return ops.gather(x, imp.tensor(indices), axis=normalize_axis(imp.attrs.get("axis", 0), x.ndim))
+    axis = normalize_axis(imp.attrs.get("axis", 0), x.ndim)
+    return ops.gather(x, wrapped(imp, imp.tensor(indices), x.shape[axis]), axis=axis)
 
 
 @IMPORT.register("GatherND")
@@ -133,7 +172,7 @@ def _gather_nd(imp, node, data, indices):
     lead, rest = tuple(data.shape[:k]), tuple(data.shape[k:])
     linear = None
     for j in range(k):
-        part = indices[..., j]
+        part = wrapped(imp, indices[..., j], lead[j])
         stride = Shape(lead[j + 1:]).numel()
         if stride != 1:
             size = stride if isinstance(stride, int) else imp.dim_tensor(stride)
@@ -204,7 +243,10 @@ def _reshape(imp, node, x, shape_value):
 @IMPORT.register("Flatten")
 def _flatten(imp, node, x):
     t = imp.tensor(x)
-    axis = normalize_axis(imp.attrs.get("axis", 1), t.ndim + 1) if t.ndim else 0
+    axis = imp.attrs.get("axis", 1) if t.ndim else 0
+    if not -t.ndim <= axis <= t.ndim:
+        raise ShapeError(f"Flatten axis {axis} is out of range for rank {t.ndim} (valid: {-t.ndim} to {t.ndim})")
+    axis = axis + t.ndim if axis < 0 else axis     # ONNX counts a negative axis from the end: -1 is rank-1
     return t.reshape((Shape(t.shape[:axis]).numel(), Shape(t.shape[axis:]).numel()))
 
 

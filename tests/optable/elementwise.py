@@ -9,6 +9,7 @@ from tests.opinfo import ErrorCase, OpInfo, Sample, randn, uniform
 A = randn(2, 3, seed=1)
 B = randn(2, 3, seed=2)
 ROW = randn(3, seed=3)
+NANS = np.array([[np.nan, 1.0, -np.inf], [2.0, np.nan, np.inf]])   # NaN against NaN, numbers, infinities
 POS = uniform(2, 3, seed=4)
 # keep away from the kinks of relu/abs/max so central differences are valid
 KINKLESS = A + np.sign(A) * 0.1
@@ -46,11 +47,15 @@ def _gelu_tanh(x):
     return _vec(lambda v: 0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v ** 3))))(x)
 
 
-def compare(op, formula):
+def compare(op, formula, bools: bool = False):
     ints = (A * 3).astype(np.int32)
-    return OpInfo(op, [Sample([A, B], expected=formula, name="float"),
-                       Sample([A, np.float64(0.0) * ROW], expected=formula, name="broadcast"),
-                       Sample([ints, np.flip(ints, 1).copy()], expected=formula, name="int")], BIN_ERRORS)
+    samples = [Sample([A, B], expected=formula, name="float"),
+               Sample([A, np.float64(0.0) * ROW], expected=formula, name="broadcast"),
+               Sample([ints, np.flip(ints, 1).copy()], expected=formula, name="int"),
+               Sample([NANS, np.flip(NANS).copy()], expected=formula, name="nan")]
+    if bools:
+        samples.append(Sample([A > 0, B > 0], expected=formula, name="bool"))
+    return OpInfo(op, samples, BIN_ERRORS)
 
 
 BOOLS_A = A > 0
@@ -90,8 +95,8 @@ OPS = [
                     Sample([A.astype(np.float16)], expected=_gelu_erf, grad=False, name="f16", atol=3e-3, rtol=3e-3)],
            [ErrorCase(["f32[2]"], {"approximate": "fast"}, TypeError_, r"approximate must be"),
             ErrorCase(["f32[2]"], {"alpha": 1.0}, Exception, r"unknown attribute")]),
-    compare("equal", lambda a, b: a == b),
-    compare("not_equal", lambda a, b: a != b),
+    compare("equal", lambda a, b: a == b, bools=True),
+    compare("not_equal", lambda a, b: a != b, bools=True),
     compare("less", lambda a, b: a < b),
     compare("less_equal", lambda a, b: a <= b),
     compare("greater", lambda a, b: a > b),

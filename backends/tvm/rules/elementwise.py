@@ -37,7 +37,7 @@ def _unary(fn):
     return lambda cx, node, x: cx.emit(fn(x))
 
 
-for _op, _fn in [("add", R.add), ("sub", R.subtract), ("pow", R.power), ("equal", R.equal),
+for _op, _fn in [("add", R.add), ("sub", R.subtract), ("pow", R.power),
                  ("less", R.less), ("less_equal", R.less_equal), ("greater", R.greater),
                  ("greater_equal", R.greater_equal), ("logical_and", R.logical_and),
                  ("logical_or", R.logical_or)]:
@@ -79,11 +79,22 @@ def div(cx, node, a, b):
     return cx.emit(R.floor_divide(a, R.where(R.equal(b, zero), one, b)))  # x // 0 is x // 1
 
 
+@TVM.register("equal")
+def equal(cx, node, a, b):
+    """a == b; on bool, not xor: LLVM's == on i1 fails to compile (TVM emits an FCmp on i1)."""
+    if node.inputs[0].type.dtype.name == "bool":
+        return cx.emit(R.logical_not(R.logical_xor(a, b)))
+    return cx.emit(R.equal(a, b))
+
+
 @TVM.register("not_equal")
 def not_equal(cx, node, a, b):
     """a != b, true where either is NaN: TVM's LLVM code generator compiles a float != to an
     ordered compare (false for NaN), so ``x != x`` was false for NaN."""
-    if not node.inputs[0].type.dtype.is_float:
+    dtype = node.inputs[0].type.dtype
+    if dtype.name == "bool":   # LLVM's != on i1 fails to compile (an FCmp on i1): it is xor
+        return cx.emit(R.logical_xor(a, b))
+    if not dtype.is_float:
         return cx.emit(R.not_equal(a, b))
     return cx.emit(R.logical_or(R.not_equal(a, b), R.logical_or(R.isnan(a), R.isnan(b))))
 
