@@ -285,3 +285,16 @@ def test_inference_dropout_is_the_identity_and_a_run_time_training_mode_is_refus
     assert out[list(graph.outputs)[1]].all()
     with pytest.raises(GraphError, match="training_mode must be known when importing"):
         graphdsl.from_onnx(_dropout_model(None))
+
+
+def test_a_value_needed_at_import_names_the_graph_input_it_comes_from():
+    """ReduceSum's axes given as a graph input cannot be known when importing; the error says which
+    input and that it should be an initializer (not the dims= hint, which fixes shapes only)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    axes = helper.make_tensor_value_info("axes", TensorProto.INT64, [1])
+    node = helper.make_node("ReduceSum", ["x", "axes"], ["y"])
+    g = helper.make_graph([node], "reduce", [x, axes], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(GraphError, match=r"axes must be known when importing.*graph input\(s\) 'axes'") as err:
+        graphdsl.from_onnx(model)
+    assert "initializers" in err.value.hint and "dims=" not in err.value.hint

@@ -180,10 +180,19 @@ class Importer:
         """A known 1-D list of ints or dims (axes, starts, shapes)."""
         arr = self.known(v)
         if arr is None:
-            raise GraphError(f"{what} must be known when importing (a constant or computed from "
-                             f"shapes), but it depends on run-time values",
-                             hint="fix the dynamic axes it depends on with dims={'name': size}")
+            raise self.unknown_value(v, what)
         return [simplify(x) for x in np.asarray(arr).reshape(-1).tolist()]
+
+    def unknown_value(self, v, what: str) -> GraphError:
+        """The error for a value needed at import time that only the run time knows, naming the
+        graph inputs whose values it is computed from (shapes and constants are known)."""
+        inputs = sorted(value_sources(v)) if isinstance(v, Tensor) else []
+        where = f": it is computed from the graph input(s) {', '.join(map(repr, inputs))}" if inputs else ""
+        hint = ("store those inputs as initializers or Constant nodes in the model (graphdsl keeps this "
+                "value in the graph's types, so it cannot change from call to call)" if inputs else
+                "compute it from constants or from the inputs' shapes")
+        return GraphError(f"{what} must be known when importing (a constant, an initializer or computed "
+                          f"from shapes), but it depends on run-time values{where}", hint=hint)
 
     def tensor(self, v) -> Tensor:
         """``v`` as a graph value: a Sym becomes run-time arithmetic on input sizes."""
@@ -273,3 +282,17 @@ def _attr_value(attr):
     if isinstance(value, list) and value and isinstance(value[0], bytes):
         return [v.decode("utf-8", "replace") for v in value]
     return value
+
+
+def value_sources(t: Tensor) -> set[str]:
+    """The names of the graph inputs whose values ``t`` is computed from."""
+    seen, stack, found = set(), [t.node], set()
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node.op == "input":
+            found.add(node.attrs["name"])
+        stack.extend(node.inputs)
+    return found

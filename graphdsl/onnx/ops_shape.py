@@ -64,9 +64,7 @@ def _dropout(imp, node, x, ratio=None, training_mode=None):
     reference draws."""
     training = False if training_mode is None else imp.known(training_mode)
     if training is None:
-        raise GraphError("Dropout's training_mode must be known when importing (a constant or an "
-                         "initializer), but it depends on run-time values",
-                         hint="export the model with training_mode as a constant")
+        raise imp.unknown_value(training_mode, "Dropout's training_mode")
     want_mask = len(node.output) > 1 and bool(node.output[1])
     t = imp.tensor(x)
     identity = [x, ops.full(shape=tuple(t.shape), value=True, dtype=_dt.bool_)] if want_mask else x
@@ -74,9 +72,7 @@ def _dropout(imp, node, x, ratio=None, training_mode=None):
         return identity
     p = 0.5 if ratio is None else imp.known(ratio)
     if p is None:
-        raise GraphError("Dropout's ratio must be known when importing in training mode (a constant or "
-                         "an initializer), but it depends on run-time values",
-                         hint="export the model with ratio as a constant")
+        raise imp.unknown_value(ratio, "Dropout's ratio (in training mode)")
     p = float(np.asarray(p))
     if p == 0.0:
         return identity
