@@ -239,19 +239,33 @@ def _softmax(imp, node, x):
 
 @IMPORT.register("LayerNormalization")
 def _layer_norm(imp, node, x, scale, bias=None):
-    if any(node.output[1:]):
-        raise GraphError("LayerNormalization's Mean and InvStdDev outputs are not supported")
+    """Over the axes from ``axis`` on. One trailing axis and no statistics asked for is our
+    layer_norm op (the passes and kernels know it); otherwise it is written out, in float32 for a
+    narrow float (ONNX's stash_type 1), with the optional Mean and InvStdDev outputs: the row
+    statistics, shaped [d0, .., d(axis-1), 1, .., 1], in x's dtype as ONNX's reference gives them."""
     x = imp.tensor(x)
     scale = imp.tensor(scale)
     bias = imp.tensor(bias) if bias is not None else None
     axis, eps = normalize_axis(imp.attrs.get("axis", -1), x.ndim), imp.attrs.get("epsilon", 1e-5)
-    if axis == x.ndim - 1 and scale.ndim == 1:
+    if imp.attrs.get("stash_type", 1) != 1:
+        raise GraphError(f"LayerNormalization with stash_type={imp.attrs['stash_type']} is not supported "
+                         "(ONNX defines only 1: statistics in float32)")
+    stats = any(node.output[1:])
+    if axis == x.ndim - 1 and scale.ndim == 1 and not stats:
         return ops.layer_norm(x, scale, bias if bias is not None else ops.zeros_like(scale), eps=eps)
-    axes = tuple(range(axis, x.ndim))   # normalize over several trailing axes, written out
-    centered = x - x.mean(axis=axes, keepdims=True)
+    axes = tuple(range(axis, x.ndim))
+    narrow = x.dtype.name in ("float16", "bfloat16")
+    xf = x.astype("float32") if narrow else x
+    mean = xf.mean(axis=axes, keepdims=True)
+    centered = xf - mean
     var = (centered * centered).mean(axis=axes, keepdims=True)
-    out = centered * ops.rsqrt(var + eps) * scale
-    return out + bias if bias is not None else out
+    inv_std = 1.0 / ops.sqrt(var + eps)
+    out = centered * inv_std * (scale.astype("float32") if narrow else scale)
+    if bias is not None:
+        out = out + (bias.astype("float32") if narrow else bias)
+    if narrow:
+        out, mean, inv_std = (t.astype(x.dtype) for t in (out, mean, inv_std))
+    return [out, mean, inv_std] if stats else out
 
 
 # -- reductions ---------------------------------------------------------------------------------
