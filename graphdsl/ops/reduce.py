@@ -86,13 +86,28 @@ def _extremum_vjp(g, y, x, axis, keepdims):
     return [mask * _restore(share, x, axis, keepdims)]
 
 
+def empty_extremum(name: str, dtype: np.dtype):
+    """What max (min) of an empty slice is: the identity of the reduction, -inf (+inf) for a float,
+    the dtype's least (greatest) value for an integer, False (True) for bool, as ONNX defines it.
+    NumPy raises instead; the reference passes this as ``initial``."""
+    dtype = np.dtype(dtype)
+    low = name == "max"
+    if dtype == np.bool_:
+        return not low
+    if dtype.kind == "f" or dtype.name == "bfloat16":
+        return -np.inf if low else np.inf
+    info = np.iinfo(dtype)
+    return info.min if low else info.max
+
+
 def _extremum(name, fn):
+    def ref(x, axis, keepdims):
+        return np.asarray(fn(x, axis=axis, keepdims=keepdims, initial=empty_extremum(name, x.dtype)), dtype=x.dtype)
     return defop(name, attrs={"axis": None, "keepdims": False}, normalize=_reduce_normalize(name),
-                 infer=_reduce_infer,
-                 ref=lambda x, axis, keepdims: np.asarray(fn(x, axis=axis, keepdims=keepdims), dtype=x.dtype),
-                 vjp=_extremum_vjp,
-                 doc=f"{name}imum over axis (None: all axes); ties share the gradient equally",
-                 tags=("reduction",))
+                 infer=_reduce_infer, ref=ref, vjp=_extremum_vjp,
+                 doc=f"{name}imum over axis (None: all axes; an empty slice gives "
+                     f"{'-inf' if name == 'max' else '+inf'}, or the dtype's extreme); ties share the "
+                     "gradient equally", tags=("reduction",))
 
 
 max = _extremum("max", np.max)

@@ -8,6 +8,7 @@ float is computed in float32 and rounded once, as the reference does.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from ..emitter import Emitter
 from ..table import EXPORT
@@ -39,6 +40,9 @@ def _any_nan(em: Emitter, nans: str, axis, keepdims: bool) -> str:
 def _extremum(em, node, x):
     op_type = "ReduceMax" if node.op == "max" else "ReduceMin"
     axis, keepdims = node.attrs["axis"], node.attrs["keepdims"]
+    if node.type.dtype.name == "bool":   # ReduceMax/Min take bool only from opset 20: reduce it as int32
+        small = reduce(em, op_type, em.cast(x, onnx.TensorProto.INT32), axis, keepdims)
+        return em.cast(small, onnx.TensorProto.BOOL)
     out = reduce(em, op_type, x, axis, keepdims)
     if not node.type.dtype.is_float:
         return out

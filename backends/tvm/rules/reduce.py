@@ -1,13 +1,16 @@
 """TVM rows for graphdsl/ops/reduce.py: sum, mean, max, min and argmax.
 
 Relax's reductions, made to follow NumPy at the edges: max and min of a slice holding a NaN are
-NaN, and argmax is the first NaN's index when there is one (TVM's max/min combiner
+NaN, of an empty slice the reduction's identity (docs/semantics.md), and argmax is the first NaN's index when there is one (TVM's max/min combiner
 ``a > b ? a : b`` skips a NaN). A sum over the batch axes of a matmul used nowhere else is folded
 into that matmul (linalg.te_matmul).
 """
 from __future__ import annotations
 
+from tvm import te, tirx
 from tvm.relax import op as R
+
+from graphdsl.ops.reduce import empty_extremum
 
 from ..table import TVM
 from .common import axes_list, cast, scalar, upcast
@@ -29,10 +32,44 @@ def _reduction(fn, widen=False, nan_wins=False):
     return row
 
 
+def _extremum(fn, name: str):
+    """max / min: NaN wins (above), a bool tensor reduces as int8 (LLVM has no i1 max), and an
+    empty slice gives the reduction's identity (graphdsl.ops.reduce.empty_extremum): TVM leaves
+    such an output unwritten."""
+    nan_row = _reduction(fn, nan_wins=True)
+
+    def row(cx, node, x):
+        xt = node.inputs[0].type
+        if xt.rank == 0:
+            return x
+        dt = xt.dtype.name
+        if dt == "bool":
+            out = cx.emit(R.astype(fn(R.astype(x, "int8"), axes_list(node.attrs["axis"]), node.attrs["keepdims"]),
+                                   "bool"))
+        else:
+            out = nan_row(cx, node, x)
+        reduced = [xt.shape[a] for a in (node.attrs["axis"] or range(xt.rank))]
+        if all(isinstance(d, int) and d > 0 for d in reduced):
+            return out
+        identity = empty_extremum(name, xt.dtype.np)
+        return cx.te(_empty_is_identity, out, x, [cx.dim(d) for d in reduced], identity, name=f"{name}_empty")
+    return row
+
+
+def _empty_is_identity(out: te.Tensor, src: te.Tensor, reduced: list, identity) -> te.Tensor:
+    """``out`` where the reduced slice has elements, else ``identity`` (``src`` is there for the
+    sizes of its symbolic dims)."""
+    count = tirx.const(1, "int64")
+    for d in reduced:
+        count = count * (tirx.const(d, "int64") if isinstance(d, int) else d)
+    value = tirx.const(identity, out.dtype)
+    return te.compute(out.shape, lambda *i: tirx.Select(count == 0, value, out(*i)), name="extremum")
+
+
 _plain_sum = _reduction(R.sum)
 TVM.register("mean", _reduction(R.mean, widen=True))
-TVM.register("max", _reduction(R.max, nan_wins=True))
-TVM.register("min", _reduction(R.min, nan_wins=True))
+TVM.register("max", _extremum(R.max, "max"))
+TVM.register("min", _extremum(R.min, "min"))
 
 
 @TVM.register("sum")
