@@ -58,6 +58,7 @@ CASES = [
     Case("Greater", {"a": X, "b": -X}, out=TensorProto.BOOL),
     Case("GreaterOrEqual", {"a": I, "b": J}, out=TensorProto.BOOL),
     Case("And", {"a": B, "b": C}), Case("Or", {"a": B, "b": C}), Case("Xor", {"a": B, "b": C}), Case("Not", {"a": B}),
+    Case("Xor", {"a": B, "b": C}, opset=7, name="opset_7"), Case("Not", {"a": B}, opset=9, name="opset_9"),
     Case("Neg", {"x": X}), Case("Abs", {"x": X}), Case("Sqrt", {"x": POS}), Case("Exp", {"x": X}),
     Case("Log", {"x": POS}), Case("Tanh", {"x": X}), Case("Sigmoid", {"x": X}), Case("Relu", {"x": X}),
     Case("Erf", {"x": X}), Case("Sin", {"x": X}), Case("Cos", {"x": X}), Case("Reciprocal", {"x": POS}),
@@ -302,3 +303,14 @@ def test_a_value_needed_at_import_names_the_graph_input_it_comes_from():
     with pytest.raises(GraphError, match=r"axes must be known when importing.*graph input\(s\) 'axes'") as err:
         graphdsl.from_onnx(model)
     assert "initializers" in err.value.hint and "dims=" not in err.value.hint
+
+
+def test_an_older_opset_imports_when_none_of_its_ops_changed_since_opset_13():
+    """Xor means the same from opset 7 to today, so an opset-7 model imports (the cases above run
+    it); Squeeze took its axes as an attribute before 13, so an opset-11 Squeeze is refused by name."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 1])
+    node = helper.make_node("Squeeze", ["x"], ["y"], axes=[1])
+    g = helper.make_graph([node], "old", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
+    with pytest.raises(GraphError, match=r"opset 11, and these of its ops changed before opset 13.*: Squeeze"):
+        graphdsl.from_onnx(model)

@@ -67,10 +67,46 @@ def _check_opset(model: onnx.ModelProto, label: str) -> None:
     newest = onnx.defs.onnx_opset_version()
     if version is None:
         raise GraphError(f"{label} imports no version of the default ONNX opset")
-    if not MIN_OPSET <= version <= newest:
-        raise GraphError(f"{label} uses ONNX opset {version}; graphdsl imports opsets {MIN_OPSET} to {newest}",
+    if version > newest:
+        raise GraphError(f"{label} uses ONNX opset {version}; graphdsl imports opsets up to {newest}",
                          hint="re-export with a supported opset, or convert it with "
                               "onnx.version_converter.convert_version")
+    if version < MIN_OPSET:
+        changed = sorted(changed_since(model, version))
+        if changed:
+            shown = ", ".join(changed[:8]) + (", ..." if len(changed) > 8 else "")
+            raise GraphError(f"{label} uses ONNX opset {version}, and these of its ops changed before opset "
+                             f"{MIN_OPSET}, the oldest graphdsl reads: {shown}",
+                             hint="re-export with opset 13 or later, or convert it with "
+                                  "onnx.version_converter.convert_version")
+
+
+def changed_since(model: onnx.ModelProto, version: int) -> set[str]:
+    """The default-domain op types of ``model`` whose definition at opset ``version`` is not the one
+    in force at MIN_OPSET. A model of an older opset imports when this is empty: each of its ops
+    means what it means at opset 13, which the handlers read (And, Or, Not since opset 7, ...)."""
+    types = {n.op_type for n in _all_nodes(model.graph) if n.domain in ("", "ai.onnx")}
+    changed = set()
+    for op_type in types:
+        try:
+            old = onnx.defs.get_schema(op_type, version).since_version
+            new = onnx.defs.get_schema(op_type, MIN_OPSET).since_version
+        except onnx.defs.SchemaError:
+            changed.add(op_type)    # unknown at that opset: the importer reports it as unsupported
+            continue
+        if old != new:
+            changed.add(op_type)
+    return changed
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
+            for g in attr.graphs:
+                yield from _all_nodes(g)
 
 
 def _external_tensors(model: onnx.ModelProto):
