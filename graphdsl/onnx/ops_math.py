@@ -268,6 +268,23 @@ def _layer_norm(imp, node, x, scale, bias=None):
     return [out, mean, inv_std] if stats else out
 
 
+@IMPORT.register("RMSNormalization")
+def _rms_norm(imp, node, x, scale):
+    """Over the axes from ``axis`` on: our rms_norm op for the last axis alone, else written out,
+    in float32 for a narrow float (stash_type 1)."""
+    x, scale = imp.tensor(x), imp.tensor(scale)
+    axis, eps = normalize_axis(imp.attrs.get("axis", -1), x.ndim), imp.attrs.get("epsilon", 1e-5)
+    if imp.attrs.get("stash_type", 1) != 1:
+        raise GraphError(f"RMSNormalization with stash_type={imp.attrs['stash_type']} is not supported")
+    if axis == x.ndim - 1 and scale.ndim == 1:
+        return ops.rms_norm(x, scale, eps=eps)
+    narrow = x.dtype.name in ("float16", "bfloat16")
+    xf = x.astype("float32") if narrow else x
+    ms = (xf * xf).mean(axis=tuple(range(axis, x.ndim)), keepdims=True)
+    out = xf / ops.sqrt(ms + eps) * (scale.astype("float32") if narrow else scale)
+    return out.astype(x.dtype) if narrow else out
+
+
 # -- reductions ---------------------------------------------------------------------------------
 _REDUCE = {"ReduceSum": ops.sum, "ReduceMean": ops.mean, "ReduceMax": ops.max, "ReduceMin": ops.min}
 
@@ -298,10 +315,31 @@ def _reduce(imp, node, x, axes=None):
     return _REDUCE[node.op_type](t, axis=None if axes is None else tuple(axes), keepdims=keepdims)
 
 
-@IMPORT.register("ArgMax")
+@IMPORT.register(("ArgMax", "ArgMin"))
 def _argmax(imp, node, x):
+    """ArgMin is the argmax of the order reversed: ``-x`` for a float (NaN stays NaN, so the first
+    NaN's index wins as in np.argmin), ``-1 - x`` for an integer (which never overflows)."""
     if imp.attrs.get("select_last_index", 0):
-        raise GraphError("ArgMax with select_last_index=1 is not supported")
+        raise GraphError(f"{node.op_type} with select_last_index=1 is not supported",
+                         hint="graphdsl's argmax gives the first index of a tie")
     x = imp.tensor(x)
+    if node.op_type == "ArgMin":
+        x = -x if x.dtype.is_float else -1 - x
     return ops.argmax(x, axis=imp.attrs.get("axis", 0), keepdims=bool(imp.attrs.get("keepdims", 1)))
+
+
+@IMPORT.register("Mod")
+def _mod(imp, node, a, b):
+    """Integer Mod: fmod=0 takes the divisor's sign (Python's %: a - floor(a / b) * b, our integer
+    div floors), fmod=1 the dividend's (C's fmod). A float Mod is refused: it needs an exact fmod
+    op, which graphdsl does not have."""
+    a, b = imp.tensor(a), imp.tensor(b)
+    if a.dtype.is_float:
+        raise GraphError("Mod on floats is not supported: graphdsl has no exact fmod op",
+                         hint="integer Mod is supported")
+    r = a - ops.div(a, b) * b
+    if not imp.attrs.get("fmod", 0):
+        return r
+    wrong_sign = ops.logical_and(r != 0, ops.not_equal(r < 0, a < 0))
+    return ops.where(wrong_sign, r - b, r)
 
