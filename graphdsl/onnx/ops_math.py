@@ -285,6 +285,49 @@ def _rms_norm(imp, node, x, scale):
     return out.astype(x.dtype) if narrow else out
 
 
+# -- losses -------------------------------------------------------------------------------------
+_NO_IGNORE = -(2 ** 62)   # ONNX without ignore_index ignores no target: one no valid target equals
+
+
+def _classes_last(t):
+    """ONNX puts the classes on axis 1 ([N, C, d1, ...]); our losses on the last axis."""
+    return t if t.ndim <= 2 else t.permute(0, *range(2, t.ndim), 1)
+
+
+def _class_loss(imp, node, logp, target, weight):
+    """-logp[target] per element, with ONNX's per-class ``weight``: the mean divides by the sum of
+    the weights of the targets counted (ours without weights: by their number)."""
+    reduction = imp.attrs.get("reduction", "mean")
+    if reduction not in ("mean", "sum", "none"):
+        raise GraphError(f"{node.op_type} reduction {reduction!r} is not one of mean, sum, none")
+    ignore = imp.attrs.get("ignore_index", _NO_IGNORE)
+    target = imp.tensor(target)
+    if weight is None:
+        return ops.nll(logp, target, ignore_index=ignore, reduction=reduction)
+    weight = imp.tensor(weight)
+    per = ops.nll(logp, target, ignore_index=ignore, reduction="none")
+    counted = target != ignore
+    w = ops.take(weight, ops.where(counted, target, 0), axis=0) * counted.astype(weight.dtype)
+    per = per * w
+    if reduction == "none":
+        return per
+    return per.sum() if reduction == "sum" else per.sum() / w.sum()
+
+
+@IMPORT.register("NegativeLogLikelihoodLoss")
+def _nll_loss(imp, node, logp, target, weight=None):
+    return _class_loss(imp, node, _classes_last(imp.tensor(logp)), target, weight)
+
+
+@IMPORT.register("SoftmaxCrossEntropyLoss")
+def _softmax_cross_entropy(imp, node, scores, labels, weights=None):
+    """The NLL of log_softmax over the classes; the optional second output is that log_softmax,
+    in ONNX's layout."""
+    logp = ops.log_softmax(imp.tensor(scores), axis=1)
+    loss = _class_loss(imp, node, _classes_last(logp), labels, weights)
+    return [loss, logp] if len(node.output) > 1 and node.output[1] else loss
+
+
 # -- reductions ---------------------------------------------------------------------------------
 _REDUCE = {"ReduceSum": ops.sum, "ReduceMean": ops.mean, "ReduceMax": ops.max, "ReduceMin": ops.min}
 
