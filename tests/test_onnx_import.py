@@ -86,6 +86,8 @@ CASES = [
     Case("ReduceProd", {"x": i64(2, 3, 4)}, consts=("x",)),
     Case("ArgMax", {"x": X}, {"axis": 1, "keepdims": 0}, out=TensorProto.INT64),
     Case("ArgMin", {"x": X}, {"axis": 1, "keepdims": 0}, out=TensorProto.INT64),
+    Case("CumSum", {"x": X, "a": np.array(-1, np.int64)}, {"exclusive": 1, "reverse": 1}, consts=("a",)),
+    Case("CumSum", {"x": I, "a": np.array(0, np.int32)}, consts=("a",), name="int"),
     Case("ArgMin", {"x": np.array([[3, -2**63, 5], [2**63 - 1, 7, 7]], np.int64)}, {"axis": 1},
          out=TensorProto.INT64, name="int64_extremes"),
     Case("Mod", {"a": I, "b": J}, name="python_sign"),

@@ -285,6 +285,14 @@ def _rms_norm(imp, node, x, scale):
     return out.astype(x.dtype) if narrow else out
 
 
+@IMPORT.register("CumSum")
+def _cumsum(imp, node, x, axis):
+    x = imp.tensor(x)
+    (ax,) = imp.ints(axis, "CumSum's axis")
+    return ops.cumsum(x, axis=normalize_axis(int(ax), x.ndim), exclusive=bool(imp.attrs.get("exclusive", 0)),
+                      reverse=bool(imp.attrs.get("reverse", 0)))
+
+
 # -- losses -------------------------------------------------------------------------------------
 _NO_IGNORE = -(2 ** 62)   # ONNX without ignore_index ignores no target: one no valid target equals
 

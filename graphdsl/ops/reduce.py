@@ -1,4 +1,5 @@
-"""Reductions: sum, mean, max, min, argmax, each over one axis, several, or all, with keepdims."""
+"""Reductions: sum, mean, max, min, argmax, each over one axis, several, or all, with keepdims;
+and cumsum, the running sum along one axis."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ from graphdsl.errors import ShapeError
 from graphdsl.registry import defop
 from graphdsl.types import TensorType
 
-from .common import axes_attr, require_float
+from .common import axes_attr, axis_attr, require_float
 
 
 def _reduce_normalize(name):
@@ -133,4 +134,40 @@ argmax = defop("argmax", attrs={"axis": -1, "keepdims": False}, normalize=_argma
                doc="int64 index of the largest element along one axis (default the last; None: of the "
                    "flattened tensor); the first one on ties", tags=("reduction",))
 
-__all__ = ["sum", "mean", "max", "min", "argmax"]
+# -- cumsum --------------------------------------------------------------------------------------
+def _cumsum_normalize(x, axis, exclusive, reverse):
+    if x.rank == 0:
+        raise ShapeError(f"needs an input of rank >= 1, got {x}", op="cumsum")
+    for name, flag in (("exclusive", exclusive), ("reverse", reverse)):
+        if not isinstance(flag, (bool, np.bool_)) and flag not in (0, 1):
+            raise ShapeError(f"{name} must be a bool, got {flag!r}", op="cumsum")
+    return {"axis": axis_attr(axis, x.rank, "cumsum"), "exclusive": bool(exclusive), "reverse": bool(reverse)}
+
+
+def _cumsum_infer(x, axis, exclusive, reverse):
+    if x.dtype.name == "bool":
+        raise ShapeError(f"does not take bool input {x}", op="cumsum", hint="cast it to an integer first")
+    return x
+
+
+def cumsum_np(x: np.ndarray, axis: int, exclusive: bool, reverse: bool) -> np.ndarray:
+    """The running sum along ``axis``, from the end with ``reverse``; ``exclusive`` leaves each
+    element out of its own sum (the first is 0). A narrow float sums in float32, as ``mean`` does."""
+    acc = np.float32 if x.dtype.kind == "f" and x.dtype.itemsize < 4 or x.dtype.name == "bfloat16" else x.dtype
+    v = np.flip(x, axis) if reverse else x
+    out = np.cumsum(v, axis=axis, dtype=acc)
+    if exclusive:   # the sums shifted one place along the axis, 0 first
+        out = np.moveaxis(out, axis, 0)
+        out = np.concatenate([np.zeros_like(out[:1]), out[:-1]], axis=0)
+        out = np.moveaxis(out, 0, axis)
+    return np.ascontiguousarray(np.flip(out, axis) if reverse else out).astype(x.dtype)
+
+
+cumsum = defop("cumsum", attrs={"axis": 0, "exclusive": False, "reverse": False}, normalize=_cumsum_normalize,
+               infer=_cumsum_infer, ref=cumsum_np,
+               vjp=lambda g, y, x, axis, exclusive, reverse: [
+                   cumsum(g, axis=axis, exclusive=exclusive, reverse=not reverse)],
+               doc="running sum along axis (exclusive: each element left out of its own; reverse: from the end)")
+
+
+__all__ = ["sum", "mean", "max", "min", "argmax", "cumsum"]

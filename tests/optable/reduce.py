@@ -79,4 +79,28 @@ OPS = [
         Sample([X], {"axis": None}, expected=lambda x: x.ravel().tolist().index(max(x.ravel().tolist())),
                name="flat"),
     ], [ErrorCase(["f32[2,3]"], {"axis": (0, 1)}, ShapeError, r"takes one axis or None")]),
+    OpInfo("cumsum", [
+        Sample([X], {"axis": 1}, expected=lambda x: _running(x, 1), name="inclusive"),
+        Sample([X], {"axis": -1, "exclusive": True}, expected=lambda x: _running(x, 2) - x, name="exclusive"),
+        Sample([X], {"axis": 0, "reverse": True}, expected=lambda x: _running(x[::-1], 0)[::-1], name="reverse"),
+        Sample([X], {"axis": 2, "exclusive": True, "reverse": True},
+               expected=lambda x: _running(x[..., ::-1], 2)[..., ::-1] - x, name="exclusive_reverse"),
+        Sample([np.array([[3, -7, 8], [2, 9, 5]], np.int32)], {"axis": 1},
+               expected=np.array([[3, -4, 4], [2, 11, 16]], np.int32), name="int"),
+        Sample([X.astype(np.float32)], {"axis": 1}, expected=lambda x: _running(x, 1), grad=False,
+               atol=1e-5, rtol=1e-5, name="f32"),
+    ], [ErrorCase(["f32[]"], {}, ShapeError, r"rank >= 1"),
+        ErrorCase(["bool[3]"], {}, ShapeError, r"does not take bool"),
+        ErrorCase(["f32[2,3]"], {"axis": 2}, ShapeError, r"axis 2 is out of range")]),
 ]
+
+
+def _running(x, axis):
+    """The running sum written as a loop: element k is the sum of elements 0..k along ``axis``."""
+    x = np.moveaxis(np.asarray(x, np.float64 if x.dtype.kind == "f" else x.dtype), axis, 0)
+    out = np.zeros_like(x)
+    total = np.zeros_like(x[0])
+    for k in range(x.shape[0]):
+        total = total + x[k]
+        out[k] = total
+    return np.moveaxis(out, 0, axis).astype(x.dtype)

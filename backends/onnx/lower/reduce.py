@@ -70,3 +70,13 @@ def _argmax(em, node, x):
     if keepdims:
         out = em.op("Reshape", [out, em.dims(node.type.shape)], hint="argmax")
     return out
+
+
+@EXPORT.register("cumsum")
+def _cumsum(em, node, x):
+    """CumSum, in float32 for a narrow float (rounded once, as the reference)."""
+    a = node.attrs
+    axis = em.const(np.array(a["axis"], np.int64), hint="axis")
+    out = em.op("CumSum", [widen(em, x), axis], exclusive=int(a["exclusive"]), reverse=int(a["reverse"]),
+                hint="cumsum")
+    return narrow(em, out, node.type.dtype)

@@ -1,4 +1,4 @@
-"""TVM rows for graphdsl/ops/reduce.py: sum, mean, max, min and argmax.
+"""TVM rows for graphdsl/ops/reduce.py: sum, mean, max, min, argmax and cumsum.
 
 Relax's reductions, made to follow NumPy at the edges: max and min of a slice holding a NaN are
 NaN, of an empty slice the reduction's identity (docs/semantics.md), and argmax is the first NaN's index when there is one (TVM's max/min combiner
@@ -7,7 +7,7 @@ into that matmul (linalg.te_matmul).
 """
 from __future__ import annotations
 
-from tvm import te, tirx
+from tvm import te, tirx, topi
 from tvm.relax import op as R
 
 from graphdsl.ops.reduce import empty_extremum
@@ -94,3 +94,18 @@ def argmax(cx, node, x):
         nan = R.astype(R.isnan(x), "int32")
         out = R.where(R.greater(R.max(nan, ax, keep), scalar(0, "int32")), R.argmax(nan, ax, keep), out)
     return cx.emit(cast(out, "int64"))
+
+
+@TVM.register("cumsum")
+def cumsum(cx, node, x):
+    """TVM's scan kernel (topi.cumsum: TVM 0.27 has no legalization for Relax's cumsum), in float32
+    for a narrow float as the reference; reverse as the cumsum of the flipped tensor, flipped back."""
+    a = node.attrs
+    dt = node.type.dtype.name
+    src = upcast(x) if dt in ("float16", "bfloat16") else x
+    if a["reverse"]:
+        src = R.flip(src, a["axis"])
+    out = cx.te(topi.cumsum, src, a["axis"], None, a["exclusive"], name="cumsum")
+    if a["reverse"]:
+        out = R.flip(out, a["axis"])
+    return cx.emit(cast(out, dt))
