@@ -24,6 +24,8 @@ POS = R.uniform(0.5, 2.0, (2, 3, 4)).astype(np.float32)
 I = np.array([[3, -7, 8], [-9, 4, 5]], np.int64)
 J = np.array([[2, 2, -3], [4, -4, 5]], np.int64)
 B = np.array([[True, False, True], [False, False, True]])
+QH = R.standard_normal((2, 4, 3, 4)).astype(np.float32)    # [batch, heads, seq, head]
+KH = R.standard_normal((2, 4, 5, 4)).astype(np.float32)
 C = np.array([[False, True, True], [False, True, False]])
 
 
@@ -102,6 +104,17 @@ CASES = [
          {"reduction": "sum"}, out=TensorProto.FLOAT, outputs=2, name="weight_log_prob"),
     Case("SoftmaxCrossEntropyLoss", {"x": X[0], "t": np.array([3, 0, 2], np.int64)}, {"reduction": "none"},
          out=TensorProto.FLOAT, name="none"),
+    Case("Attention", {"q": QH, "k": KH, "v": KH * 0.5}, {"is_causal": 1}, opset=23, name="4d_causal"),
+    Case("Attention", {"q": QH.transpose(0, 2, 1, 3).reshape(2, 3, 16).copy(),
+                       "k": KH[:, :2].transpose(0, 2, 1, 3).reshape(2, 5, 8).copy(),
+                       "v": KH[:, :2].transpose(0, 2, 1, 3).reshape(2, 5, 8).copy(),
+                       "m": np.array([[True, True, False, True, True]] * 3)},
+         {"q_num_heads": 4, "kv_num_heads": 2, "scale": 0.3}, opset=23, name="3d_gqa_bool_mask"),
+    Case("Attention", {"q": QH, "k": KH[:, :, :2].copy(), "v": KH[:, :, :2].copy(),
+                       "m": R.standard_normal((3, 5)).astype(np.float32), "pk": KH[:, :, 2:].copy(),
+                       "pv": KH[:, :, 2:].copy()},
+         {"is_causal": 1, "softcap": 2.0, "qk_matmul_output_mode": 3}, opset=23, outputs=4,
+         name="past_softcap_scores"),
     Case("RMSNormalization", {"x": X, "w": M[0, :4].copy()}, {"epsilon": 1e-3}, opset=23),
     Case("RMSNormalization", {"x": X, "w": M[:3, :4].copy()}, {"axis": 1}, opset=23, name="two_axes"),
     Case("Constant", {}, {"value": numpy_helper.from_array(M, "v")}, out=TensorProto.FLOAT),

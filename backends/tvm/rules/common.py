@@ -95,18 +95,23 @@ def upcast(x: relax.Expr) -> relax.Expr:
     return cast(x, "float32") if dtype_of(x) in NARROW else x
 
 
+def isnan(x: relax.Expr) -> relax.Expr:
+    """R.isnan, through float32 for bf16 (TVM 0.27 has no isnan on bf16; a bf16 is exact in f32)."""
+    return R.isnan(upcast(x) if dtype_of(x) == "bfloat16" else x)
+
+
 def maximum(a: relax.Expr, b: relax.Expr) -> relax.Expr:
     """np.maximum: NaN when either is NaN (TVM's max is ``a > b ? a : b``, which drops a NaN ``a``)."""
     if not _is_float(a):
         return R.maximum(a, b)
-    return R.where(R.logical_or(R.greater(a, b), R.isnan(a)), a, b)
+    return R.where(R.logical_or(R.greater(a, b), isnan(a)), a, b)
 
 
 def minimum(a: relax.Expr, b: relax.Expr) -> relax.Expr:
     """np.minimum: NaN when either is NaN."""
     if not _is_float(a):
         return R.minimum(a, b)
-    return R.where(R.logical_or(R.less(a, b), R.isnan(a)), a, b)
+    return R.where(R.logical_or(R.less(a, b), isnan(a)), a, b)
 
 
 def _is_float(x: relax.Expr) -> bool:

@@ -20,7 +20,7 @@ from tvm import relax
 from tvm.relax import op as R
 
 from ..table import TVM
-from .common import acc_dtype, cast, dtype_of, maximum, minimum, scalar, upcast, wide
+from .common import acc_dtype, cast, dtype_of, isnan, maximum, minimum, scalar, upcast, wide
 
 
 def _binary(fn):
@@ -72,7 +72,7 @@ def div(cx, node, a, b):
     if dt.is_float:
         if _is_zero(a):                   # 0 / x is 0, but NaN for x NaN or 0
             zero = cx.emit(R.multiply(a, b))
-            nan = R.logical_or(R.isnan(b), R.equal(b, scalar(0, dt.name)))
+            nan = R.logical_or(isnan(b), R.equal(b, scalar(0, dt.name)))
             return cx.emit(R.where(nan, scalar(np.nan, dt.name), zero))
         return _binary(R.divide)(cx, node, a, b)
     one, zero = scalar(1, dt.name), scalar(0, dt.name)
@@ -96,7 +96,7 @@ def not_equal(cx, node, a, b):
         return cx.emit(R.logical_xor(a, b))
     if not dtype.is_float:
         return cx.emit(R.not_equal(a, b))
-    return cx.emit(R.logical_or(R.not_equal(a, b), R.logical_or(R.isnan(a), R.isnan(b))))
+    return cx.emit(R.logical_or(R.not_equal(a, b), R.logical_or(isnan(a), isnan(b))))
 
 
 def sigmoid(x: relax.Expr) -> relax.Expr:
@@ -141,7 +141,7 @@ def cast_row(cx, node, x):
     if to.is_bool:  # NumPy's astype(bool) is x != 0 (so NaN is True)
         src = node.inputs[0].type.dtype
         ne = R.not_equal(x, scalar(0, src.name))
-        return cx.emit(R.logical_or(ne, R.isnan(x)) if src.is_float else ne)
+        return cx.emit(R.logical_or(ne, isnan(x)) if src.is_float else ne)
     # to a narrower float: rounds to nearest even (cast rounds bf16 itself); float -> int truncates
     # toward zero, as np.trunc + astype
     return cx.emit(cast(x, to.name))

@@ -13,7 +13,7 @@ from tvm.relax import op as R
 from graphdsl.ops.reduce import empty_extremum
 
 from ..table import TVM
-from .common import axes_list, cast, scalar, upcast
+from .common import axes_list, cast, isnan, scalar, upcast
 from .linalg import operand, te_matmul
 
 
@@ -26,7 +26,7 @@ def _reduction(fn, widen=False, nan_wins=False):
         src = upcast(x) if widen else x
         out = fn(src, axis, keep)
         if nan_wins and node.inputs[0].type.dtype.is_float and not widen:
-            has_nan = R.greater(R.max(R.astype(R.isnan(src), "int32"), axis, keep), scalar(0, "int32"))
+            has_nan = R.greater(R.max(R.astype(isnan(src), "int32"), axis, keep), scalar(0, "int32"))
             out = R.where(has_nan, scalar(float("nan"), node.inputs[0].type.dtype.name), out)
         return cx.emit(cast(out, node.type.dtype.name))
     return row
@@ -91,7 +91,7 @@ def argmax(cx, node, x):
     ax, keep = (None if axis is None else axis[0]), node.attrs["keepdims"]
     out = R.argmax(x, ax, keep)
     if node.inputs[0].type.dtype.is_float:
-        nan = R.astype(R.isnan(x), "int32")
+        nan = R.astype(isnan(x), "int32")
         out = R.where(R.greater(R.max(nan, ax, keep), scalar(0, "int32")), R.argmax(nan, ax, keep), out)
     return cx.emit(cast(out, "int64"))
 
