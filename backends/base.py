@@ -53,10 +53,19 @@ def bind_inputs(graph: Graph, args: tuple, kwargs: Mapping) -> tuple[dict[str, n
         if arr.ndim != len(want.shape):
             raise InputError(f"input {name!r} expects {want} (rank {len(want.shape)}), got shape "
                              f"{list(arr.shape)}")
-        for axis, (dim, size) in enumerate(zip(want.shape, arr.shape)):
-            _bind(name, want, arr.shape, axis, dim, size, env, bound_by)
         arrays[name] = arr
+    # Plain symbolic dims bind first, whichever input declares them: an input typed [3*n] may come
+    # before the one typed [n]. Then every other dim is solved (a*n + b alone) or checked.
+    axes = [(name, expected[name].type, arr.shape, axis, dim, size)
+            for name, arr in arrays.items() for axis, (dim, size) in enumerate(zip(expected[name].type.shape, arr.shape))]
+    for item in sorted(axes, key=lambda a: not _plain(a[4])):
+        _bind(*item, env, bound_by)
     return arrays, env
+
+
+def _plain(dim) -> bool:
+    return not isinstance(dim, int) and len(dim.terms) == 1 and len(dim.symbols) == 1 \
+        and dim.terms.get(((next(iter(dim.symbols)), 1),)) == 1
 
 
 _NUMPY_OK = {d.np for d in _dt.ALL}
@@ -143,6 +152,11 @@ def _bind(name, want, shape, axis, dim, size, env, bound_by) -> None:
         env[free[0]] = size
         bound_by[free[0]] = f"{name!r} axis {axis}"
         return
+    solved = _solve_linear(dim, free, size, env)
+    if solved is not None:
+        env[free[0]] = solved
+        bound_by[free[0]] = f"{name!r} axis {axis} ({dim} = {size})"
+        return
     if free:
         raise InputError(f"input {name!r}: cannot bind dim {dim} on axis {axis}",
                          hint="declare inputs with plain symbolic dims like 'batch'")
@@ -153,6 +167,29 @@ def _bind(name, want, shape, axis, dim, size, env, bound_by) -> None:
         raise InputError(f"input {name!r} expects {want}, got shape {list(shape)} "
                          f"(axis {axis} is {size}, but {why})",
                          hint="inputs that share a symbolic dim must agree on its size")
+
+
+def _solve_linear(dim, free, size, env):
+    """The size of the one unbound symbol of ``a*n + b`` (a and b ints or bound symbols) that
+    makes ``dim`` equal ``size``, or None (no such form, or no non-negative integer solution)."""
+    if len(free) != 1:
+        return None
+    sym = free[0]
+    coef, rest = 0, 0
+    for mono, c in dim.terms.items():
+        powers = dict(mono)
+        if sym in powers:
+            if powers[sym] != 1 or len(powers) != 1:
+                return None
+            coef += c
+        else:
+            value = c
+            for s, p in mono:
+                value *= env[s] ** p
+            rest += value
+    if coef <= 0 or (size - rest) % coef or size < rest:
+        return None
+    return (size - rest) // coef
 
 
 def check_outputs(graph: Graph, target: str, outs: dict, env: Mapping[str, int]) -> dict:

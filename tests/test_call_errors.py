@@ -95,3 +95,25 @@ def test_every_message_is_one_line_plus_hint(exe):
         exe(**_with(y=np.ones((3, 4), np.float32)))
     lines = str(info.value).splitlines()
     assert len(lines) <= 2 and (len(lines) == 1 or re.match(r"\s+hint: ", lines[1]))
+
+
+@pytest.mark.parametrize("target", ["numpy", "llvm"])
+def test_compound_dims_bind_whatever_the_input_order(target):
+    """An input typed [3*n] or [n+1] may be declared before the one typed [n] (the fuzzer found
+    these refused with "cannot bind dim 3*n"); plain dims bind first, then a*n + b is solved or
+    checked, and a size that fits no n is still an error naming the input."""
+    graph = graphdsl.trace(lambda a, b, c: {"a": a.sum(), "b": b.sum(), "c": c.sum()},
+                           a="f32[3*n]", b="f32[n+1]", c="f32[n]")
+    exe = backends.compile(graph, target)
+    got = exe(a=np.ones(6, np.float32), b=np.ones(3, np.float32), c=np.ones(2, np.float32))
+    assert [float(got[k]) for k in "abc"] == [6.0, 3.0, 2.0]
+    with pytest.raises(InputError, match=r"input 'b' expects f32\[n\+1\]"):
+        exe(a=np.ones(6, np.float32), b=np.ones(4, np.float32), c=np.ones(2, np.float32))
+
+
+
+def test_a_compound_dim_alone_is_solved_by_the_reference():
+    alone = backends.compile(graphdsl.trace(lambda a: a * 2.0, a="f32[3*n]"), "numpy")
+    np.testing.assert_array_equal(alone(a=np.ones(9, np.float32))["out"], np.full(9, 2.0, np.float32))
+    with pytest.raises(InputError, match=r"cannot bind dim 3\*n"):
+        alone(a=np.ones(7, np.float32))

@@ -38,8 +38,17 @@ def _softmax(em, node, x):
 
 
 def layer_norm(em: Emitter, x: str, weight: str, bias: str, eps: float, dtype) -> str:
-    """LayerNormalization over the last axis, in float32 for a narrow float, rounded to ``dtype``."""
+    """LayerNormalization over the last axis, in float32 for a narrow float, rounded to ``dtype``.
+    For float64 it is written out (the reference's two passes): LayerNormalization's epsilon is
+    a float32 attribute, and an eps that float32 cannot hold (1e-12) shifted rows whose variance
+    is small beside it (the fuzzer found 3e-9)."""
     x, weight, bias = (widen(em, i) for i in (x, weight, bias))
+    if dtype.name == "float64":
+        mean = reduce(em, "ReduceMean", x, [-1], keepdims=True)
+        centered = em.op("Sub", [x, mean])
+        var = reduce(em, "ReduceMean", em.op("Mul", [centered, centered]), [-1], keepdims=True)
+        std = em.op("Sqrt", [em.op("Add", [var, scalar_like(em, eps, x)])])
+        return em.op("Add", [em.op("Mul", [em.op("Div", [centered, std]), weight]), bias], hint="layer_norm")
     out = em.op("LayerNormalization", [x, weight, bias], axis=-1, epsilon=eps, hint="layer_norm")
     return narrow(em, out, dtype)
 

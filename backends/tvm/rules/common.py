@@ -100,18 +100,48 @@ def isnan(x: relax.Expr) -> relax.Expr:
     return R.isnan(upcast(x) if dtype_of(x) == "bfloat16" else x)
 
 
+# -- boolean logic -----------------------------------------------------------------------------
+# TVM 0.27's LLVM code generator stores bool as a byte but computes it as i1: in a vectorized kernel
+# that keeps a bool intermediate in a buffer (dlight's reduction schedules do), a loaded <N x i8>
+# meets a computed <N x i1> and the module fails LLVM's verifier, or `not` of the byte flips all
+# eight bits and is always true (a where then took one branch everywhere). So the logic on bools is
+# done on bytes, compared back to bool: every operand is a clean 0 or 1.
+def _byte(x: relax.Expr) -> relax.Expr:
+    return R.astype(x, "int8")
+
+
+def _nonzero(x: relax.Expr) -> relax.Expr:
+    return R.not_equal(x, relax.const(0, "int8"))
+
+
+def logical_not(x: relax.Expr) -> relax.Expr:
+    return R.equal(_byte(x), relax.const(0, "int8"))
+
+
+def logical_and(a: relax.Expr, b: relax.Expr) -> relax.Expr:
+    return _nonzero(R.minimum(_byte(a), _byte(b)))
+
+
+def logical_or(a: relax.Expr, b: relax.Expr) -> relax.Expr:
+    return _nonzero(R.maximum(_byte(a), _byte(b)))
+
+
+def bool_equal(a: relax.Expr, b: relax.Expr, equal: bool = True) -> relax.Expr:
+    return (R.equal if equal else R.not_equal)(_byte(a), _byte(b))
+
+
 def maximum(a: relax.Expr, b: relax.Expr) -> relax.Expr:
     """np.maximum: NaN when either is NaN (TVM's max is ``a > b ? a : b``, which drops a NaN ``a``)."""
     if not _is_float(a):
         return R.maximum(a, b)
-    return R.where(R.logical_or(R.greater(a, b), isnan(a)), a, b)
+    return R.where(isnan(a), a, R.where(R.greater(a, b), a, b))
 
 
 def minimum(a: relax.Expr, b: relax.Expr) -> relax.Expr:
     """np.minimum: NaN when either is NaN."""
     if not _is_float(a):
         return R.minimum(a, b)
-    return R.where(R.logical_or(R.less(a, b), isnan(a)), a, b)
+    return R.where(isnan(a), a, R.where(R.less(a, b), a, b))
 
 
 def _is_float(x: relax.Expr) -> bool:

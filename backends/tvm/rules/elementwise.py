@@ -20,7 +20,8 @@ from tvm import relax
 from tvm.relax import op as R
 
 from ..table import TVM
-from .common import acc_dtype, cast, dtype_of, isnan, maximum, minimum, scalar, upcast, wide
+from .common import (acc_dtype, bool_equal, cast, dtype_of, isnan, logical_and, logical_not, logical_or, maximum,
+                     minimum, scalar, upcast, wide)
 
 
 def _binary(fn):
@@ -39,10 +40,10 @@ def _unary(fn):
 
 for _op, _fn in [("add", R.add), ("sub", R.subtract), ("pow", R.power),
                  ("less", R.less), ("less_equal", R.less_equal), ("greater", R.greater),
-                 ("greater_equal", R.greater_equal), ("logical_and", R.logical_and),
-                 ("logical_or", R.logical_or)]:
+                 ("greater_equal", R.greater_equal), ("logical_and", logical_and),
+                 ("logical_or", logical_or)]:
     TVM.register(_op, _binary(_fn))
-for _op, _fn in [("neg", R.negative), ("abs", R.abs), ("logical_not", R.logical_not)]:
+for _op, _fn in [("neg", R.negative), ("abs", R.abs), ("logical_not", logical_not)]:
     TVM.register(_op, _unary(_fn))
 for _op, _fn in [("exp", R.exp), ("log", R.log), ("sqrt", R.sqrt), ("rsqrt", R.rsqrt), ("tanh", R.tanh),
                  ("sin", R.sin), ("cos", R.cos), ("erf", R.erf)]:
@@ -72,7 +73,7 @@ def div(cx, node, a, b):
     if dt.is_float:
         if _is_zero(a):                   # 0 / x is 0, but NaN for x NaN or 0
             zero = cx.emit(R.multiply(a, b))
-            nan = R.logical_or(isnan(b), R.equal(b, scalar(0, dt.name)))
+            nan = logical_or(isnan(b), R.equal(b, scalar(0, dt.name)))
             return cx.emit(R.where(nan, scalar(np.nan, dt.name), zero))
         return _binary(R.divide)(cx, node, a, b)
     one, zero = scalar(1, dt.name), scalar(0, dt.name)
@@ -81,9 +82,9 @@ def div(cx, node, a, b):
 
 @TVM.register("equal")
 def equal(cx, node, a, b):
-    """a == b; on bool, not xor: LLVM's == on i1 fails to compile (TVM emits an FCmp on i1)."""
+    """a == b; on bool compared as bytes: LLVM's == on i1 fails to compile (TVM emits an FCmp on i1)."""
     if node.inputs[0].type.dtype.name == "bool":
-        return cx.emit(R.logical_not(R.logical_xor(a, b)))
+        return cx.emit(bool_equal(a, b))
     return cx.emit(R.equal(a, b))
 
 
@@ -92,11 +93,11 @@ def not_equal(cx, node, a, b):
     """a != b, true where either is NaN: TVM's LLVM code generator compiles a float != to an
     ordered compare (false for NaN), so ``x != x`` was false for NaN."""
     dtype = node.inputs[0].type.dtype
-    if dtype.name == "bool":   # LLVM's != on i1 fails to compile (an FCmp on i1): it is xor
-        return cx.emit(R.logical_xor(a, b))
+    if dtype.name == "bool":   # LLVM's != on i1 fails to compile (an FCmp on i1): compare bytes
+        return cx.emit(bool_equal(a, b, equal=False))
     if not dtype.is_float:
         return cx.emit(R.not_equal(a, b))
-    return cx.emit(R.logical_or(R.not_equal(a, b), R.logical_or(isnan(a), isnan(b))))
+    return cx.emit(logical_or(R.not_equal(a, b), logical_or(isnan(a), isnan(b))))
 
 
 def sigmoid(x: relax.Expr) -> relax.Expr:
@@ -141,7 +142,7 @@ def cast_row(cx, node, x):
     if to.is_bool:  # NumPy's astype(bool) is x != 0 (so NaN is True)
         src = node.inputs[0].type.dtype
         ne = R.not_equal(x, scalar(0, src.name))
-        return cx.emit(R.logical_or(ne, isnan(x)) if src.is_float else ne)
+        return cx.emit(logical_or(ne, isnan(x)) if src.is_float else ne)
     # to a narrower float: rounds to nearest even (cast rounds bf16 itself); float -> int truncates
     # toward zero, as np.trunc + astype
     return cx.emit(cast(x, to.name))
