@@ -69,6 +69,7 @@ from .generate_cmd import generate_command  # noqa: E402
 from .optimize_cmd import optimize_command  # noqa: E402
 from .train_cmd import train_command  # noqa: E402
 from .tvm_cmd import compare_command, compile_command, run_command  # noqa: E402
+from .fuzz_cmd import fuzz_command  # noqa: E402
 
 main.add_command(demo)
 main.add_command(models_command)
@@ -78,6 +79,7 @@ main.add_command(passes_command)
 main.add_command(compile_command)
 main.add_command(compare_command)
 main.add_command(run_command)
+main.add_command(fuzz_command)
 main.add_command(train_command)
 main.add_command(generate_command)
 main.add_command(optimize_command)
