@@ -346,3 +346,28 @@ def test_an_older_opset_imports_when_none_of_its_ops_changed_since_opset_13():
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
     with pytest.raises(GraphError, match=r"opset 11, and these of its ops changed before opset 13.*: Squeeze"):
         graphdsl.from_onnx(model)
+
+
+def _reduce_with_axes_input():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    axes = helper.make_tensor_value_info("axes", TensorProto.INT64, [1])
+    node = helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=0)
+    g = helper.make_graph([node], "reduce", [x, axes], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_constants_fix_graph_inputs_whose_values_the_importer_needs():
+    """from_onnx(constants=) makes a graph input a constant (ReduceSum's axes exported as an input):
+    the graph no longer takes it and computes what ONNX Runtime computes for that value."""
+    model = _reduce_with_axes_input()
+    graph = graphdsl.from_onnx(model, constants={"axes": np.array([1], np.int64)})
+    assert list(graph.inputs) == ["x"]
+    x = R.standard_normal((2, 3)).astype(np.float32)
+    want = run_ort(model, {"x": x, "axes": np.array([1], np.int64)})["y"]
+    np.testing.assert_allclose(backends.compile(graph, "numpy")(x=x)["y"], want, rtol=1e-6)
+    with pytest.raises(GraphError, match=r"constants= gives input 'axes' a int32 array"):
+        graphdsl.from_onnx(model, constants={"axes": np.array([1], np.int32)})
+    with pytest.raises(GraphError, match=r"constants= names \['nope'\], which are not graph inputs"):
+        graphdsl.from_onnx(model, constants={"nope": np.array([1])})
+    with pytest.raises(GraphError, match=r"constants=\{'axes': value\}"):
+        graphdsl.from_onnx(model)

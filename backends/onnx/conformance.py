@@ -7,6 +7,11 @@ so the cases check what a user importing an ONNX file gets, end to end, on any o
 ``check_case`` runs one case and says where it stopped (refused at import, crashed at import,
 compile or run, or wrong numbers); ``tests/test_onnx_conformance.py`` and
 ``tools/onnx_conformance.py`` are its two users.
+
+Many node cases give a value the importer must know (ReduceSum's axes, Reshape's shape, TopK's k)
+as a graph input. Our graphs keep such values in their types, so those inputs are fixed at import
+to the values the call brings (``from_onnx(model, constants=...)``, what a user of such a model
+does): the backend imports and compiles per distinct value (``SpecializingRep``).
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from onnx.backend.test.runner import Runner
 
 import graphdsl
 from backends.targets import compile as compile_graph
-from graphdsl.errors import GraphDSLError
+from graphdsl.errors import GraphDSLError, GraphError
 
 # outcomes of check_case, in the order reports list them
 PASSED, REFUSED, WRONG, CRASH_IMPORT, CRASH_COMPILE, CRASH_RUN = (
@@ -33,14 +38,17 @@ OUTCOMES = (PASSED, REFUSED, WRONG, CRASH_IMPORT, CRASH_COMPILE, CRASH_RUN)
 
 
 class GraphdslRep(BackendRep):
-    """A compiled model, called the way ONNX's runner calls one: inputs and outputs by position."""
+    """A compiled model, called the way ONNX's runner calls one: inputs and outputs by position.
+    ``fixed`` names the inputs the import fixed to values (``import_for``): they are not passed on."""
 
-    def __init__(self, model: onnx.ModelProto, graph, exe):
+    def __init__(self, model: onnx.ModelProto, graph, exe, fixed=frozenset()):
         g = model.graph
         initializers = {t.name for t in g.initializer}
         self.input_names = [vi.name for vi in g.input if vi.name not in initializers]
         self.output_names = [vi.name for vi in g.output]
-        if list(graph.inputs) != self.input_names or list(graph.outputs) != self.output_names:
+        self.fixed = frozenset(fixed)
+        passed = [n for n in self.input_names if n not in self.fixed]
+        if list(graph.inputs) != passed or list(graph.outputs) != self.output_names:
             raise AssertionError(   # the importer promises ONNX's names and order; say so if not
                 f"imported graph renamed or reordered the ONNX model's inputs/outputs: inputs "
                 f"{list(graph.inputs)} vs {self.input_names}, outputs {list(graph.outputs)} vs "
@@ -52,8 +60,49 @@ class GraphdslRep(BackendRep):
         if len(inputs) != len(self.input_names):
             raise ValueError(f"the model takes {len(self.input_names)} inputs "
                              f"({', '.join(self.input_names)}), got {len(inputs)}")
-        results = self.exe(dict(zip(self.input_names, inputs)))
+        named = dict(zip(self.input_names, inputs))
+        results = self.exe({k: v for k, v in named.items() if k not in self.fixed})
         return [results[name] for name in self.output_names]
+
+
+def import_for(model: onnx.ModelProto, named_inputs: dict):
+    """``(graph, fixed)``: the model imported with the inputs whose values the importer must know
+    (axes, shapes, k, given as graph inputs by ONNX's node tests) fixed to the call's values with
+    ``from_onnx(constants=...)``, as a user of such a model would. An import that needs no value
+    fixes none; one that still fails for another reason raises."""
+    fixed: dict = {}
+    while True:
+        try:
+            graph = graphdsl.from_onnx(model, constants=fixed)
+            if "seed" in graph.inputs and "seed" not in named_inputs:
+                raise GraphError("the imported graph draws random numbers from a 'seed' input (training-mode "
+                                 "Dropout), which the ONNX model does not have: its outputs cannot be compared")
+            return graph, frozenset(fixed)
+        except GraphDSLError as e:
+            wanted = [n for n in getattr(e, "value_inputs", []) if n not in fixed and n in named_inputs]
+            if not wanted:
+                raise
+            fixed.update({n: _array(named_inputs[n]) for n in wanted})
+
+
+class SpecializingRep(BackendRep):
+    """A model the importer can read only with some inputs' values known: imported and compiled
+    at each call for the values it brings (cached by them), the other inputs passed as usual."""
+
+    def __init__(self, model: onnx.ModelProto, target: str):
+        self.model, self.target = model, target
+        g = model.graph
+        initializers = {t.name for t in g.initializer}
+        self.input_names = [vi.name for vi in g.input if vi.name not in initializers]
+        self._reps: dict = {}
+
+    def run(self, inputs, **kwargs):
+        named = dict(zip(self.input_names, inputs))
+        graph, fixed = import_for(self.model, named)
+        key = tuple((n, _array(named[n]).tobytes(), _array(named[n]).shape) for n in sorted(fixed))
+        if key not in self._reps:
+            self._reps[key] = GraphdslRep(self.model, graph, compile_graph(graph, self.target), fixed)
+        return self._reps[key].run(inputs, **kwargs)
 
 
 class GraphdslBackend(Backend):
@@ -74,7 +123,12 @@ class GraphdslBackend(Backend):
                             f"for a file use graphdsl.from_onnx(path) and backends.compile")
         if not cls.supports_device(device):
             raise ValueError(f"graphdsl's ONNX backend runs on CPU only, not {device!r}")
-        graph = graphdsl.from_onnx(model)
+        try:
+            graph = graphdsl.from_onnx(model)
+        except GraphDSLError as e:
+            if getattr(e, "value_inputs", None):   # needs input values: import at the call
+                return SpecializingRep(model, cls.target)
+            raise
         return GraphdslRep(model, graph, compile_graph(graph, cls.target))
 
     @classmethod
@@ -132,12 +186,15 @@ def check_case(case, target: str = "numpy") -> Result:
     start = time.perf_counter()
     stage = CRASH_IMPORT
     try:
+        first_inputs = [_array(x) for x in case.data_sets[0][0]] if case.data_sets else []
+        names = [vi.name for vi in case.model.graph.input
+                 if vi.name not in {t.name for t in case.model.graph.initializer}]
         try:
-            graph = graphdsl.from_onnx(case.model)
+            graph, fixed = import_for(case.model, dict(zip(names, first_inputs)))
         except GraphDSLError as e:
             return _result(case, target, REFUSED, e, start)
         stage = CRASH_COMPILE
-        rep = GraphdslRep(case.model, graph, compile_graph(graph, target))
+        rep = GraphdslRep(case.model, graph, compile_graph(graph, target), fixed)
         for inputs, expected in case.data_sets:
             stage = CRASH_RUN
             outputs = rep.run([_array(x) for x in inputs])

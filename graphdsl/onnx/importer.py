@@ -35,7 +35,7 @@ class Importer:
     """The state of one import: the builder, the ONNX value environment and symbolic-dim sources."""
 
     def __init__(self, model: onnx.ModelProto, label: str, *, weights: str = "constants",
-                 dims: Mapping[str, int] | None = None):
+                 dims: Mapping[str, int] | None = None, constants: Mapping[str, np.ndarray] | None = None):
         if weights not in ("constants", "params"):
             raise GraphError(f"weights must be 'constants' or 'params', got {weights!r}")
         if model.functions:
@@ -45,6 +45,7 @@ class Importer:
         self.label = label
         self.weights = weights
         self.fixed = dict(dims or {})
+        self.constants = dict(constants or {})   # graph input -> the value it is fixed to
         self.opset = next(o.version for o in model.opset_import if (o.domain or "ai.onnx") == "ai.onnx")
         self.b = Builder()
         self.env: dict[str, Tensor | Sym] = {}
@@ -60,8 +61,15 @@ class Importer:
         self._check_supported(g)
         with tracing(self.b):
             init_names = {t.name for t in g.initializer}
+            names = {vi.name for vi in g.input if vi.name not in init_names}
+            unknown = sorted(set(self.constants) - names)
+            if unknown:
+                raise GraphError(f"{self.label}: constants= names {unknown}, which are not graph inputs",
+                                 hint=f"the graph inputs are {sorted(names)}")
             for vi in g.input:
-                if vi.name not in init_names:
+                if vi.name in self.constants and vi.name not in init_names:
+                    self._fixed_input(vi)
+                elif vi.name not in init_names:
                     self._input(vi)
             for t in g.initializer:
                 self._initializer(t)
@@ -126,6 +134,22 @@ class Importer:
                 self.dim_sources.setdefault(str(d), (t, axis))
         self.env[vi.name] = t
 
+    def _fixed_input(self, vi) -> None:
+        """A graph input fixed to a value at import (``constants=``): a constant of the graph, so
+        values the importer must know (axes, shapes, k) are known. Checked against the input's
+        declared element type and static dims."""
+        tt = vi.type.tensor_type
+        dtype = dtype_of(tt.elem_type, f"input {vi.name!r}")
+        arr = np.asarray(self.constants[vi.name])
+        if arr.dtype != dtype.np:
+            raise GraphError(f"constants= gives input {vi.name!r} a {arr.dtype} array; the model declares "
+                             f"{dtype.name}", hint=f"pass np.asarray(value, dtype='{dtype.name}')")
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim] if tt.HasField("shape") else None
+        if dims is not None and (len(dims) != arr.ndim or any(w is not None and w != g for w, g in zip(dims, arr.shape))):
+            raise GraphError(f"constants= gives input {vi.name!r} shape {list(arr.shape)}; the model declares "
+                             f"{['?' if w is None else w for w in dims]}")
+        self.env[vi.name] = self.const(arr)
+
     def _dim(self, input_name: str, axis: int, d):
         if d.HasField("dim_value"):
             return int(d.dim_value)
@@ -188,11 +212,14 @@ class Importer:
         graph inputs whose values it is computed from (shapes and constants are known)."""
         inputs = sorted(value_sources(v)) if isinstance(v, Tensor) else []
         where = f": it is computed from the graph input(s) {', '.join(map(repr, inputs))}" if inputs else ""
-        hint = ("store those inputs as initializers or Constant nodes in the model (graphdsl keeps this "
+        hint = ("store those inputs as initializers or Constant nodes in the model, or fix their values "
+                f"when importing: from_onnx(model, constants={{{inputs[0]!r}: value}}) (graphdsl keeps this "
                 "value in the graph's types, so it cannot change from call to call)" if inputs else
                 "compute it from constants or from the inputs' shapes")
-        return GraphError(f"{what} must be known when importing (a constant, an initializer or computed "
-                          f"from shapes), but it depends on run-time values{where}", hint=hint)
+        err = GraphError(f"{what} must be known when importing (a constant, an initializer or computed "
+                         f"from shapes), but it depends on run-time values{where}", hint=hint)
+        err.value_inputs = inputs     # for a caller that can fix them (backends/onnx/conformance.py)
+        return err
 
     def tensor(self, v) -> Tensor:
         """``v`` as a graph value: a Sym becomes run-time arithmetic on input sizes."""
