@@ -154,3 +154,17 @@ def test_fills_of_infinity_and_nan_compile(dtype):
     got, want = backends.compile(graph, "llvm")(x=x), backends.compile(graph, "numpy")(x=x)
     for k in want:
         np.testing.assert_array_equal(got[k].astype(np.float32), want[k].astype(np.float32), err_msg=k)
+
+
+def test_float16_matmul_sums_in_float32_as_the_reference():
+    """llvm summed a float16 matmul in float16: with K=64 its error was 8x numpy's (which sums in
+    float32) and ONNX's float16 attention cases failed on llvm only. Both lowerings, plain and with
+    a transposed operand read in place, now sum in float32 and round once."""
+    graph = gd.trace(lambda a, b, c: {"plain": a @ b, "trans": a @ c.mT},
+                     a="f16[4,64]", b="f16[64,8]", c="f16[8,64]")
+    rng = np.random.default_rng(0)
+    feed = {k: rng.standard_normal(tuple(n.type.shape)).astype(np.float16) for k, n in graph.inputs.items()}
+    want, got = backends.compile(graph, "numpy")(feed), backends.compile(graph, "llvm")(feed)
+    for k in want:
+        np.testing.assert_allclose(got[k].astype(np.float32), want[k].astype(np.float32), rtol=0, atol=1e-3,
+                                   err_msg=k)

@@ -14,8 +14,9 @@ from tvm import te, tirx
 
 
 def matmul(a: te.Tensor, b: te.Tensor, *, trans_a: bool, trans_b: bool, batch, summed=(),
-           keepdims: bool = False) -> te.Tensor:
-    """``batch`` is the product's broadcast batch shape; ``summed`` indexes into it."""
+           keepdims: bool = False, acc: str | None = None) -> te.Tensor:
+    """``batch`` is the product's broadcast batch shape; ``summed`` indexes into it. ``acc``: the
+    dtype the products are summed in (float32 for float16, as the reference), then cast back."""
     m = a.shape[-1] if trans_a else a.shape[-2]
     n = b.shape[-2] if trans_b else b.shape[-1]
     depth = a.shape[-2] if trans_a else a.shape[-1]
@@ -41,9 +42,15 @@ def matmul(a: te.Tensor, b: te.Tensor, *, trans_a: bool, trans_b: bool, batch, s
             it = iter(out_b)
             full = [reduced[ax].var if ax in reduced else next(it) for ax in range(len(batch))]
         axes = [reduced[ax] for ax in summed] + [k]
-        return te.sum(operand(a, trans_a, full, i, k.var) * operand(b, trans_b, full, k.var, j), axis=axes)
+        x, y = operand(a, trans_a, full, i, k.var), operand(b, trans_b, full, k.var, j)
+        if acc is not None:
+            x, y = x.astype(acc), y.astype(acc)
+        return te.sum(x * y, axis=axes)
 
-    return te.compute([*out_batch, m, n], f, name="matmul")
+    out = te.compute([*out_batch, m, n], f, name="matmul")
+    if acc is None:
+        return out
+    return te.compute(out.shape, lambda *i: out(*i).astype(a.dtype), name="matmul_cast")
 
 
 def _is_one(size) -> bool:

@@ -18,6 +18,8 @@ from ..table import TVM
 def matmul(cx, node, a, b):
     (va, ta), (vb, tb) = operand(cx, node.inputs[0]), operand(cx, node.inputs[1])
     if not (ta or tb):
+        if node.type.dtype.name == "float16":   # sum in float32, as the reference (NumPy) does
+            return cx.emit(R.astype(R.matmul(a, b, out_dtype="float32"), "float16"))
         return cx.emit(R.matmul(a, b))
     return te_matmul(cx, node, va, ta, vb, tb)
 
@@ -36,5 +38,6 @@ def te_matmul(cx, mm, va, ta, vb, tb, summed=(), keepdims=False):
     transposed), also contracting the batch axes ``summed``."""
     at, bt = mm.inputs[0].type, mm.inputs[1].type
     batch = cx.shape(broadcast_shapes(at.shape[:-2], bt.shape[:-2]))
+    acc = "float32" if mm.type.dtype.name == "float16" else None   # as the reference sums float16
     return cx.te(matmul_kernel, va, vb, trans_a=ta, trans_b=tb, batch=batch, summed=tuple(summed),
-                 keepdims=keepdims, name="matmul")
+                 keepdims=keepdims, acc=acc, name="matmul")
