@@ -16,6 +16,7 @@ it binds ``inline`` into ``graphdsl.graph`` when it loads, as tracing binds itse
 """
 from __future__ import annotations
 
+import abc
 from typing import Any, Callable, Mapping
 
 from .errors import GraphDSLError, GraphError, LoweringError, TypeError_
@@ -24,7 +25,7 @@ from .registry import get
 from .tracing import Tensor, as_tensor, current_builder, trace
 
 
-class Interpreter:
+class Interpreter(abc.ABC):
     """Walk ``graph`` in node order. Subclasses override the hooks; ``run`` returns the outputs.
 
     ``env`` may be given to ``run`` already holding values (for nodes computed elsewhere, such as
@@ -46,9 +47,10 @@ class Interpreter:
     def constant(self, node: Node) -> Any:
         return node.attrs["value"]
 
+    @abc.abstractmethod
     def call(self, node: Node, args: list) -> Any:
-        """An op node's value from its inputs' values."""
-        raise NotImplementedError
+        """An op node's value from its inputs' values: what each walk is for, so every subclass
+        says it (the NumPy reference, a Relax expression, an ONNX name, a copied node)."""
 
     def visit(self, node: Node) -> Any:
         """One node's value: dispatch on its kind."""
