@@ -30,6 +30,10 @@ class DType:
         return self.kind == "int"
 
     @property
+    def is_unsigned(self) -> bool:
+        return self.kind == "int" and self.name.startswith("u")
+
+    @property
     def is_bool(self) -> bool:
         return self.kind == "bool"
 
@@ -45,16 +49,23 @@ float16 = DType("float16", "f16", "float", 16)
 bfloat16 = DType("bfloat16", "bf16", "float", 16)
 int64 = DType("int64", "i64", "int", 64)
 int32 = DType("int32", "i32", "int", 32)
+int16 = DType("int16", "i16", "int", 16)
+int8 = DType("int8", "i8", "int", 8)
+uint64 = DType("uint64", "u64", "int", 64)
 uint32 = DType("uint32", "u32", "int", 32)
+uint16 = DType("uint16", "u16", "int", 16)
+uint8 = DType("uint8", "u8", "int", 8)
 bool_ = DType("bool", "bool", "bool", 8)
 
-ALL = (float64, float32, float16, bfloat16, int64, int32, uint32, bool_)
+ALL = (float64, float32, float16, bfloat16, int64, int32, int16, int8, uint64, uint32, uint16, uint8,
+       bool_)
 _BY_NAME = {d.name: d for d in ALL} | {d.short: d for d in ALL}
 _NUMPY = {
     "float64": np.dtype(np.float64), "float32": np.dtype(np.float32),
     "float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16),
-    "int64": np.dtype(np.int64), "int32": np.dtype(np.int32), "uint32": np.dtype(np.uint32),
-    "bool": np.dtype(np.bool_),
+    "int64": np.dtype(np.int64), "int32": np.dtype(np.int32), "int16": np.dtype(np.int16),
+    "int8": np.dtype(np.int8), "uint64": np.dtype(np.uint64), "uint32": np.dtype(np.uint32),
+    "uint16": np.dtype(np.uint16), "uint8": np.dtype(np.uint8), "bool": np.dtype(np.bool_),
 }
 _FROM_NUMPY = {v: _BY_NAME[k] for k, v in _NUMPY.items()}
 

@@ -27,13 +27,18 @@ from graphdsl.types import Dim
 ONNX_DTYPE = {
     "float64": TensorProto.DOUBLE, "float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16,
     "bfloat16": TensorProto.BFLOAT16, "int64": TensorProto.INT64, "int32": TensorProto.INT32,
-    "uint32": TensorProto.UINT32, "bool": TensorProto.BOOL,
+    "int16": TensorProto.INT16, "int8": TensorProto.INT8, "uint64": TensorProto.UINT64,
+    "uint32": TensorProto.UINT32, "uint16": TensorProto.UINT16, "uint8": TensorProto.UINT8,
+    "bool": TensorProto.BOOL,
 }
 _TYPE_STR = {
     TensorProto.DOUBLE: "tensor(double)", TensorProto.FLOAT: "tensor(float)",
     TensorProto.FLOAT16: "tensor(float16)", TensorProto.BFLOAT16: "tensor(bfloat16)",
     TensorProto.INT64: "tensor(int64)", TensorProto.INT32: "tensor(int32)",
-    TensorProto.UINT32: "tensor(uint32)", TensorProto.BOOL: "tensor(bool)",
+    TensorProto.INT16: "tensor(int16)", TensorProto.INT8: "tensor(int8)",
+    TensorProto.UINT64: "tensor(uint64)", TensorProto.UINT32: "tensor(uint32)",
+    TensorProto.UINT16: "tensor(uint16)", TensorProto.UINT8: "tensor(uint8)",
+    TensorProto.BOOL: "tensor(bool)",
 }
 _FROM_TYPE_STR = {v: k for k, v in _TYPE_STR.items()}
 # When a kernel lacks a dtype, try these instead, in order. Narrow floats widen to float32 (the
@@ -44,8 +49,19 @@ _FALLBACK = {
     TensorProto.FLOAT16: (TensorProto.FLOAT,), TensorProto.BFLOAT16: (TensorProto.FLOAT,),
     TensorProto.DOUBLE: (TensorProto.FLOAT,), TensorProto.FLOAT: (TensorProto.DOUBLE,),
     TensorProto.INT32: (TensorProto.INT64,), TensorProto.UINT32: (TensorProto.INT64,),
+    TensorProto.INT16: (TensorProto.INT32, TensorProto.INT64),
+    TensorProto.INT8: (TensorProto.INT32, TensorProto.INT64),
+    TensorProto.UINT16: (TensorProto.INT32, TensorProto.INT64),
+    TensorProto.UINT8: (TensorProto.INT32, TensorProto.INT64),
     TensorProto.BOOL: (TensorProto.INT32, TensorProto.INT64, TensorProto.FLOAT),
 }
+# Ops that move values without reading them: for those, an unsigned type can also run as the
+# signed type of its width (Cast between the two is a bijection on the bits)
+_MOVES_VALUES = {"Where", "Reshape", "Concat", "Gather", "GatherElements", "GatherND", "Transpose",
+                 "Expand", "Identity", "Slice", "Squeeze", "Unsqueeze", "Flatten", "Tile",
+                 "ScatterElements", "ScatterND"}
+_SAME_BITS = {TensorProto.UINT64: TensorProto.INT64, TensorProto.UINT32: TensorProto.INT32,
+              TensorProto.UINT16: TensorProto.INT16, TensorProto.UINT8: TensorProto.INT8}
 INT64_MAX = np.iinfo(np.int64).max
 INT64_MIN = np.iinfo(np.int64).min
 
@@ -186,7 +202,10 @@ class Emitter:
             have = self.dtypes[actual]
             if ok is None or _TYPE_STR[have] in ok:
                 continue
-            for alt in _FALLBACK.get(have, ()):
+            alternatives = _FALLBACK.get(have, ())
+            if op_type in _MOVES_VALUES and have in _SAME_BITS:
+                alternatives = (_SAME_BITS[have], *alternatives)
+            for alt in alternatives:
                 if _TYPE_STR[alt] in ok:
                     out[formal.type_str] = (have, alt)
                     break

@@ -21,7 +21,10 @@ DTYPES = {
     onnx.TensorProto.FLOAT: _dt.float32, onnx.TensorProto.DOUBLE: _dt.float64,
     onnx.TensorProto.FLOAT16: _dt.float16, onnx.TensorProto.BFLOAT16: _dt.bfloat16,
     onnx.TensorProto.INT64: _dt.int64, onnx.TensorProto.INT32: _dt.int32,
-    onnx.TensorProto.UINT32: _dt.uint32, onnx.TensorProto.BOOL: _dt.bool_,
+    onnx.TensorProto.INT16: _dt.int16, onnx.TensorProto.INT8: _dt.int8,
+    onnx.TensorProto.UINT64: _dt.uint64, onnx.TensorProto.UINT32: _dt.uint32,
+    onnx.TensorProto.UINT16: _dt.uint16, onnx.TensorProto.UINT8: _dt.uint8,
+    onnx.TensorProto.BOOL: _dt.bool_,
 }
 
 

@@ -18,7 +18,7 @@ from .common import BF16, F16, F32, F64, I32, I64, U32, narrow, scalar_like, wid
 # ops that are one ONNX node of the same name, as they are
 _DIRECT = {
     "add": "Add", "sub": "Sub", "mul": "Mul", "pow": "Pow", "maximum": "Max", "minimum": "Min",
-    "neg": "Neg", "abs": "Abs", "exp": "Exp", "log": "Log", "sqrt": "Sqrt",
+    "abs": "Abs", "exp": "Exp", "log": "Log", "sqrt": "Sqrt",
     "sin": "Sin", "cos": "Cos", "erf": "Erf", "equal": "Equal",
     "less": "Less", "less_equal": "LessOrEqual", "greater": "Greater",
     "greater_equal": "GreaterOrEqual", "logical_and": "And", "logical_or": "Or",
@@ -49,9 +49,25 @@ def _div(em, node, a, b):
         return em.op("Div", [a, b], hint="div")
     # floor division, with x // 0 defined as x // 1: (a - a mod b) / b is exact
     zero, one = scalar_like(em, 0, b), scalar_like(em, 1, b)
-    safe = em.op("Where", [em.op("Equal", [b, zero]), one, b])
+    if node.type.dtype.is_unsigned:
+        safe = em.op("Where", [em.op("Equal", [b, zero]), one, b])
+        rem = em.op("Mod", [a, safe], fmod=0)
+        return em.op("Div", [em.op("Sub", [a, rem]), safe], hint="div")
+    # MIN / -1 (and MIN mod -1) trap in x86's idiv, killing the process: x // -1 is 0 - x
+    # (wrapping to MIN, as the reference does), and the divider sees 1 instead
+    minus_one = em.op("Equal", [b, scalar_like(em, -1, b)])
+    safe = em.op("Where", [em.op("Or", [em.op("Equal", [b, zero]), minus_one]), one, b])
     rem = em.op("Mod", [a, safe], fmod=0)
-    return em.op("Div", [em.op("Sub", [a, rem]), safe], hint="div")
+    quotient = em.op("Div", [em.op("Sub", [a, rem]), safe])
+    return em.op("Where", [minus_one, em.op("Sub", [scalar_like(em, 0, a), a]), quotient], hint="div")
+
+
+@EXPORT.register("neg")
+def _neg(em, node, x):
+    """ONNX's Neg takes signed types only: an unsigned -x is 0 - x, which wraps as ours does."""
+    if node.type.dtype.is_unsigned:
+        return em.op("Sub", [scalar_like(em, 0, x), x], hint="neg")
+    return em.op("Neg", [x], hint="neg")
 
 
 @EXPORT.register("rsqrt")

@@ -43,8 +43,18 @@ for _op, _fn in [("add", R.add), ("sub", R.subtract), ("pow", R.power),
                  ("greater_equal", R.greater_equal), ("logical_and", logical_and),
                  ("logical_or", logical_or)]:
     TVM.register(_op, _binary(_fn))
-for _op, _fn in [("neg", R.negative), ("abs", R.abs), ("logical_not", logical_not)]:
+for _op, _fn in [("abs", R.abs), ("logical_not", logical_not)]:
     TVM.register(_op, _unary(_fn))
+
+
+@TVM.register("neg")
+def neg(cx, node, x):
+    """-x; an unsigned -x is ~x + 1, wrapping as NumPy's does (TVM's negative of an unsigned
+    dtype fails to build, multiplying by the constant -1, and it simplifies 0 - x to 0)."""
+    dt = node.type.dtype
+    if dt.is_unsigned:
+        return cx.emit(R.add(R.bitwise_not(x), scalar(1, dt.name)))
+    return cx.emit(R.negative(x))
 for _op, _fn in [("exp", R.exp), ("log", R.log), ("sqrt", R.sqrt), ("rsqrt", R.rsqrt), ("tanh", R.tanh),
                  ("sin", R.sin), ("cos", R.cos), ("erf", R.erf)]:
     TVM.register(_op, wide(_fn))
@@ -77,7 +87,13 @@ def div(cx, node, a, b):
             return cx.emit(R.where(nan, scalar(np.nan, dt.name), zero))
         return _binary(R.divide)(cx, node, a, b)
     one, zero = scalar(1, dt.name), scalar(0, dt.name)
-    return cx.emit(R.floor_divide(a, R.where(R.equal(b, zero), one, b)))  # x // 0 is x // 1
+    if dt.is_unsigned:
+        return cx.emit(R.floor_divide(a, R.where(R.equal(b, zero), one, b)))  # x // 0 is x // 1
+    # MIN // -1 overflows, and x86's idiv traps on it (SIGFPE kills the process): x // -1 is -x,
+    # which wraps to MIN as NumPy's result does
+    minus_one = scalar(-1, dt.name)
+    safe = R.where(logical_or(R.equal(b, zero), R.equal(b, minus_one)), one, b)
+    return cx.emit(R.where(R.equal(b, minus_one), R.negative(a), R.floor_divide(a, safe)))
 
 
 @TVM.register("equal")
