@@ -2,17 +2,25 @@
 
 ONNX's Attention takes q, k, v as [batch, heads, seq, head] (4-D) or [batch, seq, heads * head]
 (3-D, with q_num_heads and kv_num_heads), an optional mask (bool: True attends; float: added to the
-scores), an optional past key and value cache (concatenated before the new keys and values, and
-given back as the present outputs), fewer key/value heads than query heads (each key/value head
-serves a group of query heads), is_causal (query i attends key j when j <= i + past length),
-a scale (default 1/sqrt(head size)), a softcap (scores -> softcap * tanh(scores / softcap)) and
-a fourth output, the scores (qk_matmul_output_mode: 0 the scaled q @ k^T, 1 after the softcap,
-2 with the mask added, 3 after the softmax).
+scores; its key axis may be shorter than the keys, the rest masked), an optional past key and value
+cache (concatenated before the new keys and values, and given back as the present outputs), fewer
+key/value heads than query heads (each key/value head serves a group of query heads), a scale
+(default 1/sqrt(head size)), a softcap (scores -> softcap * tanh(scores / softcap)) and a fourth
+output, the scores (qk_matmul_output_mode: 0 the scaled q @ k^T, 1 after the softcap, 2 with every
+bias below added, 3 after the softmax).
+
+Which keys a query sees is decided on positions. A query's absolute position is its index i plus
+an offset: the past length with a past cache, nonpad_kv_seqlen[b] - q_len with per-batch key
+lengths (an external cache: k and v are the whole cache, of which the first nonpad_kv_seqlen[b]
+keys of batch b are valid), else 0. is_causal keeps key j <= i + offset; left_window_size L keeps
+j >= i + offset - L and right_window_size R keeps j <= i + offset + R (-1: that side unbounded);
+nonpad_kv_seqlen keeps j < nonpad_kv_seqlen[b]. Each is a -inf bias built from iota comparisons,
+added to the mask's.
 
 It is written with our ops (matmul, softmax, where), in float32 for a narrow float: the graph
-passes fuse the plain forms into our attention op. A row every position of which is masked gives
-zeros, as ONNX's reference and our softmax both define it. Per-batch key lengths
-(nonpad_kv_seqlen) and sliding windows are refused by name.
+passes fuse the plain forms into our attention op. A row every position of which is masked (a
+negative offset, a key length of 0, an all-False mask row) gives zeros, in the output and in the
+mode-3 scores, as ONNX's reference and our softmax both define it.
 """
 from __future__ import annotations
 
@@ -41,24 +49,83 @@ def _grouped(t, group: int):
     return t.reshape((b, h, 1, s, d)).broadcast_to(b, h, group, s, d).reshape((b, h * group, s, d))
 
 
-def _causal_bias(q_len, kv_len, offset, dtype):
-    """0 where key j <= query i + offset, -inf elsewhere: [q_len, kv_len]."""
-    i = ops.iota(shape=(q_len, kv_len), axis=0, dtype="int64")
-    j = ops.iota(shape=(q_len, kv_len), axis=1, dtype="int64")
-    allowed = j <= i + offset
+def _neg_inf_where_not(allowed, dtype):
+    """0 where ``allowed``, -inf elsewhere."""
     zero = ops.full(shape=(), value=0.0, dtype=dtype)
     return ops.where(allowed, zero, ops.full(shape=(), value=float("-inf"), dtype=dtype))
+
+
+def _position_bias(q_len, kv_len, offset, *, causal, left, right, kv_lens, dtype):
+    """The -inf bias of the position rules, or None when there is none: [q_len, kv_len], or
+    [batch, 1, q_len, kv_len] when ``offset`` or ``kv_lens`` is a per-batch [batch, 1, 1, 1] tensor.
+
+    Query i sits at i + offset; key j is kept when j <= i + offset (causal), j >= i + offset - left
+    (left >= 0), j <= i + offset + right (right >= 0) and j < kv_lens (kv_lens given)."""
+    i = ops.iota(shape=(q_len, kv_len), axis=0, dtype="int64")
+    j = ops.iota(shape=(q_len, kv_len), axis=1, dtype="int64")
+    pos = i + offset
+    rules = []
+    if causal:
+        rules.append(j <= pos)
+    if left >= 0:
+        rules.append(j >= pos - left)
+    if right >= 0:
+        rules.append(j <= pos + right)
+    if kv_lens is not None:
+        rules.append(j < kv_lens)
+    if not rules:
+        return None
+    allowed = rules[0]
+    for rule in rules[1:]:
+        allowed = allowed & rule
+    return _neg_inf_where_not(allowed, dtype)
+
+
+def _mask_bias(m, kv_len, dtype):
+    """An attn_mask as an additive bias over all ``kv_len`` keys: a bool mask's False is -inf, a
+    float mask is itself; a key axis shorter than the keys is padded with -inf (those keys are
+    masked, as ONNX defines a short mask)."""
+    keys = m.shape[-1]
+    if not (isinstance(keys, int) and isinstance(kv_len, int)):
+        if keys != kv_len:
+            raise ShapeError(f"Attention's mask {m.type} has {keys} key positions, the keys {kv_len}: "
+                             f"a mask shorter than the keys needs static sizes")
+    elif keys > kv_len:
+        raise ShapeError(f"Attention's mask {m.type} has {keys} key positions, more than the {kv_len} keys",
+                         hint="the mask's last axis covers the past and new keys")
+    if m.dtype.name == "bool":
+        bias = _neg_inf_where_not(m, dtype)
+    else:
+        bias = m.astype(dtype) if m.dtype.name != dtype else m
+    if keys != kv_len:
+        pad = ops.full(shape=(*bias.shape[:-1], kv_len - keys), value=float("-inf"), dtype=dtype)
+        bias = ops.concat([bias, pad], axis=-1)
+    return bias
+
+
+def _run_time(imp, size):
+    """A size to compute with: an int as it is, a symbolic dim as an int64 scalar at run time."""
+    return size if isinstance(size, int) else imp.dim_tensor(size)
+
+
+def _window(attrs):
+    """(left_window_size, right_window_size), each -1 (unbounded) or a count of positions."""
+    sizes = attrs.get("left_window_size", -1), attrs.get("right_window_size", -1)
+    for name, size in zip(("left_window_size", "right_window_size"), sizes):
+        if size < -1:
+            raise GraphError(f"Attention {name}={size}: a window size is -1 (unbounded) or >= 0")
+    return sizes
 
 
 @IMPORT.register("Attention")
 def _attention(imp, node, q, k, v, mask=None, past_key=None, past_value=None, nonpad_kv_seqlen=None):
     attrs = imp.attrs
-    if nonpad_kv_seqlen is not None:
-        raise GraphError("Attention with nonpad_kv_seqlen (per-batch key lengths) is not supported")
-    if attrs.get("left_window_size", -1) != -1 or attrs.get("right_window_size", -1) != -1:
-        raise GraphError("Attention with a sliding window (left/right_window_size) is not supported")
+    left, right = _window(attrs)
     if (past_key is None) != (past_value is None):
         raise GraphError("Attention takes past_key and past_value together")
+    if nonpad_kv_seqlen is not None and past_key is not None:
+        raise GraphError("Attention takes nonpad_kv_seqlen (an external cache) or past_key/past_value "
+                         "(an internal one), not both")
     mode = attrs.get("qk_matmul_output_mode", 0)
     if mode not in (0, 1, 2, 3):
         raise GraphError(f"Attention qk_matmul_output_mode={mode} is not one of 0, 1, 2, 3")
@@ -101,20 +168,21 @@ def _attention(imp, node, q, k, v, mask=None, past_key=None, past_value=None, no
         if mode == 1:
             qk = scores
     q_len, kv_len = q.shape[2], k.shape[2]
-    bias = None
-    if mask is not None:
-        m = imp.tensor(mask)
-        if m.shape[-1] != kv_len:
-            raise ShapeError(f"Attention's mask has {m.shape[-1]} key positions, the keys {kv_len}",
-                             hint="pad the mask to the key length")
-        if m.dtype.name == "bool":
-            bias = ops.where(m, ops.full(shape=(), value=0.0, dtype=acc),
-                             ops.full(shape=(), value=float("-inf"), dtype=acc))
-        else:
-            bias = m.astype(acc) if m.dtype.name != acc else m
-    if attrs.get("is_causal", 0):
-        causal = _causal_bias(q_len, kv_len, past, acc)
-        bias = causal if bias is None else bias + causal
+    bias = None if mask is None else _mask_bias(imp.tensor(mask), kv_len, acc)
+    offset, kv_lens = _run_time(imp, past), None
+    if nonpad_kv_seqlen is not None:
+        lens = imp.tensor(nonpad_kv_seqlen)
+        batch = q.shape[0]
+        known = isinstance(batch, int) and lens.ndim == 1 and isinstance(lens.shape[0], int)
+        if lens.dtype.name != "int64" or lens.ndim != 1 or (known and lens.shape[0] != batch):
+            raise ShapeError(f"Attention's nonpad_kv_seqlen is {lens.type}; it takes int64[batch] "
+                             f"for a batch of {batch} (q {q.type})")
+        kv_lens = lens.reshape((lens.shape[0], 1, 1, 1))
+        offset = kv_lens - _run_time(imp, q_len)
+    positions = _position_bias(q_len, kv_len, offset, causal=bool(attrs.get("is_causal", 0)),
+                               left=left, right=right, kv_lens=kv_lens, dtype=acc)
+    if positions is not None:
+        bias = positions if bias is None else bias + positions
     if bias is not None:
         scores = scores + bias
     if mode == 2:
