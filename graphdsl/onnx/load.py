@@ -9,6 +9,7 @@ missing opsets and opsets outside the range we import fail with one ``GraphError
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import onnx
@@ -36,6 +37,7 @@ def load_model(source) -> tuple[onnx.ModelProto, str]:
     else:
         raise GraphError(f"from_onnx takes a path, bytes or an onnx.ModelProto, got {type(source).__name__}")
     _check_opset(model, label)
+    _check_einsum_equations(model.graph, label)
     _load_external_data(model, base, label)
     try:
         # inference first: it fills in output shapes that exporters may leave out
@@ -59,6 +61,31 @@ def _parse(data: bytes, label: str) -> onnx.ModelProto:
         raise GraphError(f"{label} is not a valid ONNX model: it has no graph or no opset",
                          hint="is it an ONNX file? truncated files often parse as empty messages")
     return model
+
+
+_EINSUM_TERM = re.compile(r"[A-Za-z]*(\.\.\.)?[A-Za-z]*")
+
+
+def _check_einsum_equations(graph: onnx.GraphProto, label: str) -> None:
+    """Refuse a malformed Einsum equation before shape inference sees it: onnx 1.23's
+    ``infer_shapes`` never returns on a character outside letters, ',', '->' and one '...' a term."""
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _check_einsum_equations(attr.g, label)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    _check_einsum_equations(g, label)
+        if node.op_type != "Einsum" or node.domain not in ("", "ai.onnx"):
+            continue
+        equation = next((a.s.decode("utf-8", "replace") for a in node.attribute if a.name == "equation"), "")
+        sides = equation.replace(" ", "").split("->")
+        terms = [t for side in sides for t in side.split(",")]
+        if len(sides) > 2 or not all(_EINSUM_TERM.fullmatch(t) for t in terms):
+            raise GraphError(f"ONNX Einsum node {node.name!r} in {label} has a malformed equation "
+                             f"{equation!r}",
+                             hint="terms are letters with at most one '...', separated by ',', "
+                                  "with an optional '->' and output term")
 
 
 def _check_opset(model: onnx.ModelProto, label: str) -> None:
