@@ -162,7 +162,10 @@ def _inline_spatial(sch, keep) -> None:
 # -- rules ----------------------------------------------------------------------------------------
 def small_rule(func, bits: int):
     """Kernels with a small static amount of work stay plain loops: threads and unrolled tiles
-    would cost more than they save, at run time and in LLVM's compile time."""
+    would cost more than they save, at run time and in LLVM's compile time. Each reduction's
+    initialization gets its own loop nest before the update's: with it inside the first reduction
+    iteration, LLVM's AVX2 code for a batched float64 matmul fused with a multiply failed its own
+    verifier ("Instruction does not dominate all uses"; AVX-512 targets built it)."""
     sch = s_tir.Schedule(func)
     work = 0
     for block in _blocks(sch):
@@ -173,7 +176,13 @@ def small_rule(func, bits: int):
                 return None
             n *= ext
         work += n
-    return sch if work <= SMALL_WORK else None
+    if work > SMALL_WORK:
+        return None
+    for block in _blocks(sch):
+        loops = sch.get_loops(block)
+        if loops and not _is_spatial(sch, block) and sch.get(block).init is not None:
+            sch.decompose_reduction(block, loops[0])
+    return sch
 
 
 def injective_rule(func, bits: int):
