@@ -77,7 +77,10 @@ def _describe(value) -> str:
 
 
 def _castable(have, want, arr) -> bool:
-    """Accept arrays of the same kind (int64 data for an int32 input, f64 for f32), not int<->float."""
+    """Accept arrays of the same kind (int64 data for an int32 input, f64 for f32), not int<->float;
+    a storage dtype (float8, int4, ...) takes only arrays of its own (its casts round and saturate)."""
+    if want.storage:
+        return False
     if have.kind == want.kind:
         return True
     return have.is_int and want.is_float or (have.is_bool and want.kind == "int")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .errors import AttributeError_, UnknownOpError
+from .errors import AttributeError_, TypeError_, UnknownOpError
 
 
 class _Required:
@@ -117,8 +117,11 @@ def defop(name: str, *, attrs: Mapping[str, Any] | tuple = (), infer: Callable,
           decompose: Callable | None = None, normalize: Callable | None = None,
           arity: int | tuple[int, int | None] = 1, differentiable: bool = True,
           doc: str = "", tags=(), inputs: tuple[str, ...] = (),
-          present: Callable | None = None) -> OpDef:
-    """Declare an op once. ``attrs`` maps attribute names to defaults (``REQUIRED`` for none)."""
+          present: Callable | None = None, takes_storage: bool = False) -> OpDef:
+    """Declare an op once. ``attrs`` maps attribute names to defaults (``REQUIRED`` for none).
+
+    Only an op declared ``takes_storage`` (cast) takes or gives a storage dtype (float8, int4, ...:
+    graphdsl.dtypes): the type rule of every other op refuses them, here, once for all ops."""
     if name in _REGISTRY:
         raise ValueError(f"op {name!r} is declared twice")
     if ref is None and decompose is None:
@@ -131,11 +134,30 @@ def defop(name: str, *, attrs: Mapping[str, Any] | tuple = (), infer: Callable,
         attrs = {a: REQUIRED for a in attrs}
     if isinstance(arity, int):
         arity = (arity, arity)
+    if not takes_storage:
+        infer = _refusing_storage(name, infer)
     op = OpDef(name=name, attrs=dict(attrs), infer=infer, ref=ref, vjp=vjp, decompose=decompose,
                normalize=normalize, arity=arity, differentiable=differentiable, doc=doc,
                tags=frozenset(tags), inputs=tuple(inputs), present=present)
     _REGISTRY[name] = op
     return op
+
+
+def _refusing_storage(name: str, infer: Callable) -> Callable:
+    """``infer``, raising TypeError_ for a storage dtype among the inputs or as the result."""
+    def checked(*types, **attrs):
+        bad = next((t for t in types if getattr(t, "dtype", None) is not None and t.dtype.storage), None)
+        out = infer(*types, **attrs) if bad is None else None
+        if bad is None and out.dtype.storage:
+            bad = out
+        if bad is not None:
+            shown = ", ".join(str(t) for t in types)
+            raise TypeError_(f"does not take {bad.dtype.name} ({shown}{' -> ' + str(out) if out is not None else ''}): "
+                             f"{bad.dtype.name} is a storage type, which only cast converts", op=name,
+                             hint="cast it first: x.astype('float32') (and back with .astype(...) to store it)")
+        return out
+    checked.__wrapped__ = infer
+    return checked
 
 
 def get(name: str) -> OpDef:

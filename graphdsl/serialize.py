@@ -28,7 +28,7 @@ from . import dtypes as _dt
 from .dtypes import DType
 from .errors import GraphDSLError, GraphError, SourceLoc, UnknownOpError
 from .node import SOURCE_OPS, Node, topo_sort
-from .registry import get
+from .registry import REQUIRED, get
 from .types import Dim, TensorType, parse_dim
 
 FORMAT = "graphdsl-ir"
@@ -246,6 +246,12 @@ def _decode_node(data, i: int, by_id: dict[int, Node]) -> tuple[int, Node]:
         inputs.append(by_id[ref])
     attrs_data = _field(data, "attrs", dict, path)
     attrs = {k: decode_value(v, f"{path}.attrs.{k}") for k, v in attrs_data.items()}
+    if op not in SOURCE_OPS:
+        # an attribute added to an op after a file was written reads as its default (cast's
+        # saturate and round_mode came with the float8 dtypes); a required one must be there
+        for name, default in get(op).attrs.items():
+            if name not in attrs and default is not REQUIRED:
+                attrs[name] = default
     if op in ("input", "param") and not isinstance(attrs.get("name"), str):
         _fail(f"{path}.attrs.name", f"an {op} node needs a string name")
     type_text = _field(data, "type", str, path)

@@ -86,6 +86,9 @@ CASES = [
     Case("ReduceMax", {"x": X}, {"keepdims": 0}), Case("ReduceMin", {"x": X, "axes": i64(1)}, consts=("axes",)),
     Case("ReduceMean", {"x": X}, {"axes": [1]}, opset=17, name="axes_attribute"),
     Case("ReduceProd", {"x": i64(2, 3, 4)}, consts=("x",)),
+    Case("TopK", {"x": I, "k": i64(2)}, {"axis": 1}, consts=("k",), outputs=2),
+    Case("Einsum", {"a": X, "b": M}, {"equation": "bij,jk->bik"}),
+    Case("Einsum", {"x": X[:, :3, :3].copy()}, {"equation": "...ii->...i"}, name="diagonal"),
     Case("ArgMax", {"x": X}, {"axis": 1, "keepdims": 0}, out=TensorProto.INT64),
     Case("ArgMin", {"x": X}, {"axis": 1, "keepdims": 0}, out=TensorProto.INT64),
     Case("CumSum", {"x": X, "a": np.array(-1, np.int64)}, {"exclusive": 1, "reverse": 1}, consts=("a",)),
@@ -131,6 +134,10 @@ CASES = [
     Case("GatherElements", {"x": M, "i": np.array([[0, -1, 1, -4, 2]], np.int64)}, name="negative_indices"),
     Case("GatherND", {"x": X, "i": np.array([[[1, 2]], [[0, 0]]], np.int64)}),
     Case("GatherND", {"x": X, "i": np.array([[[-1, 2]], [[0, -3]]], np.int64)}, name="negative_indices"),
+    Case("GatherND", {"x": X, "i": np.array([[[2, 1], [0, 3]], [[1, -1], [-3, 0]]], np.int64)},
+         {"batch_dims": 1}, name="batch_dims_1"),
+    Case("GatherND", {"x": X, "i": np.array([[[1], [3], [0]], [[0], [2], [-1]]], np.int64)},
+         {"batch_dims": 2}, name="batch_dims_2"),
     Case("Concat", {"a": X, "b": X[:, :1]}, {"axis": -2}),
     Case("Unsqueeze", {"x": M, "axes": i64(0, -1)}, consts=("axes",)),
     Case("Squeeze", {"x": X[:, :1], "axes": i64(1)}, consts=("axes",)), Case("Squeeze", {"x": X[:1, :, :1]}, name="all"),
@@ -371,3 +378,21 @@ def test_constants_fix_graph_inputs_whose_values_the_importer_needs():
         graphdsl.from_onnx(model, constants={"nope": np.array([1])})
     with pytest.raises(GraphError, match=r"constants=\{'axes': value\}"):
         graphdsl.from_onnx(model)
+
+
+def test_an_opset_11_dropout_with_its_ratio_attribute_imports_as_the_inference_identity():
+    """Dropout changed at opset 12 (ratio became an input, training_mode was added); the older
+    form, with no training_mode, is the inference-mode identity with an all-true mask, as ONNX's
+    reference evaluator gives it (ONNX Runtime 1.2x returns an all-false mask for this form)."""
+    from onnx.reference import ReferenceEvaluator
+    node = helper.make_node("Dropout", ["x"], ["y", "mask"], ratio=0.3)
+    graph = helper.make_graph([node], "dropout11",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(X.shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(X.shape)),
+                               helper.make_tensor_value_info("mask", TensorProto.BOOL, list(X.shape))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    got = backends.compile(graphdsl.from_onnx(model), "numpy")(x=X)
+    want_y, want_mask = ReferenceEvaluator(model).run(None, {"x": X})
+    np.testing.assert_array_equal(got["y"], want_y)
+    np.testing.assert_array_equal(got["mask"], want_mask)
+    assert want_mask.all()

@@ -67,7 +67,11 @@ INT64_MIN = np.iinfo(np.int64).min
 
 
 def onnx_dtype(dt) -> int:
-    return ONNX_DTYPE[_dt.dtype(dt).name]
+    dt = _dt.dtype(dt)
+    if dt.storage:   # ONNX has the types, but ONNX Runtime's saturation and NaN rules are not checked
+        raise LoweringError(f"the ONNX export does not take the storage dtype {dt.name} yet",
+                            hint="run graphs with float8/float4/int4/int2 values on numpy or llvm")
+    return ONNX_DTYPE[dt.name]
 
 
 def np_dtype(onnx_type: int) -> np.dtype:

@@ -10,6 +10,7 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
+from graphdsl import dtypes as _dt
 from graphdsl.errors import GraphDSLError
 from graphdsl.graph import Graph
 
@@ -84,7 +85,7 @@ class TVMExecutable(Executable):
             check.verify(env)
         if self.check_nan is not None:
             self.check_nan.before(arrays, env)
-        args = [self._to_device(k, arrays[k]) for k in self._order]
+        args = [self._to_device(k, _as_bytes(arrays[k])) for k in self._order]
         try:
             raw = self.vm["main"](*args)
         except Exception as e:   # TVM's errors: tvm.error.InternalError (std::bad_alloc), ValueError, ...
@@ -93,7 +94,8 @@ class TVMExecutable(Executable):
         n = len(self.graph.outputs)
         for check, lo_hi in zip(self.range_checks, results[n:]):
             check.verify(lo_hi, env)
-        outputs = dict(zip(self.graph.outputs, results[:n]))
+        outputs = {name: _from_bytes(arr, node.type.dtype)
+                   for (name, node), arr in zip(self.graph.outputs.items(), results[:n])}
         if self.check_nan is not None:
             self.check_nan.after(arrays, env, outputs)
         return outputs
@@ -191,6 +193,19 @@ class TVMExecutable(Executable):
 def _first_line(err: Exception) -> str:
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     return (lines[0] if lines else type(err).__name__)[:300]
+
+
+def _as_bytes(arr: np.ndarray) -> np.ndarray:
+    """A storage dtype's array (float8, int4, ...: ml_dtypes, a byte each) as the uint8 bytes the
+    module takes (rules/common.tvm_dtype); any other array as it is."""
+    return arr.view(np.uint8) if arr.dtype in _STORAGE else arr
+
+
+_STORAGE = frozenset(d.np for d in _dt.STORAGE)
+
+
+def _from_bytes(arr: np.ndarray, dtype) -> np.ndarray:
+    return arr.view(dtype.np) if dtype.storage else arr
 
 
 def _contiguous(arr: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from collections.abc import Callable, Hashable
 from typing import Any
 
+import numpy as np
 import tvm
 from tvm import relax, tirx
 
@@ -29,7 +30,7 @@ from graphdsl.types import Dim
 
 from ..checks import RangeCheck, SliceCheck
 from . import rules  # noqa: F401  (importing the rule modules fills the table)
-from .rules.common import scalar
+from .rules.common import scalar, tvm_dtype
 from .table import TVM
 
 
@@ -152,6 +153,8 @@ class _NodeLowering(Interpreter):
         self.env = cx.vals
 
     def constant(self, node: Node) -> relax.Expr:
+        if node.type.dtype.storage:   # held as its bytes (rules/common.tvm_dtype)
+            return relax.const(np.ascontiguousarray(node.attrs["value"]).view(np.uint8), "uint8")
         return scalar(node.attrs["value"], node.type.dtype.name)
 
     def call(self, node: Node, args: list) -> relax.Expr:
@@ -185,7 +188,7 @@ def lower(graph: Graph, target_kind: str = "llvm", *, gpu_kernels_on_cpu: bool =
     emulated CPU form, so that their numbers can be checked on a machine without a GPU."""
     cx = Ctx(target_kind, gpu_kernels_on_cpu)
     sources = list(graph.inputs.values()) + list(graph.params.values())
-    params = [relax.Var(_var_name(n.attrs["name"]), relax.TensorType(cx.shape(n.type.shape), n.type.dtype.name))
+    params = [relax.Var(_var_name(n.attrs["name"]), relax.TensorType(cx.shape(n.type.shape), tvm_dtype(n.type.dtype)))
               for n in sources]
     cx.users, cx.outputs = graph.users(), set(graph.outputs.values())
     with cx.bb.function("main", params):

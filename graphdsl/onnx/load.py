@@ -81,7 +81,7 @@ def _check_einsum_equations(graph: onnx.GraphProto, label: str) -> None:
         equation = next((a.s.decode("utf-8", "replace") for a in node.attribute if a.name == "equation"), "")
         sides = equation.replace(" ", "").split("->")
         terms = [t for side in sides for t in side.split(",")]
-        if len(sides) > 2 or not all(_EINSUM_TERM.fullmatch(t) for t in terms):
+        if not all(_EINSUM_TERM.fullmatch(t) for t in terms):   # the importer checks the rest
             raise GraphError(f"ONNX Einsum node {node.name!r} in {label} has a malformed equation "
                              f"{equation!r}",
                              hint="terms are letters with at most one '...', separated by ',', "
@@ -108,6 +108,12 @@ def _check_opset(model: onnx.ModelProto, label: str) -> None:
                                   "onnx.version_converter.convert_version")
 
 
+# Ops whose handler also reads the older definitions, from this opset on: Dropout before 12 took
+# its ratio as an attribute and had no training_mode input; without one it is the inference-mode
+# identity, which is what the handler gives (a ratio matters in training only)
+READS_OLDER = {"Dropout": 7}
+
+
 def changed_since(model: onnx.ModelProto, version: int) -> set[str]:
     """The default-domain op types of ``model`` whose definition at opset ``version`` is not the one
     in force at MIN_OPSET. A model of an older opset imports when this is empty: each of its ops
@@ -121,7 +127,7 @@ def changed_since(model: onnx.ModelProto, version: int) -> set[str]:
         except onnx.defs.SchemaError:
             changed.add(op_type)    # unknown at that opset: the importer reports it as unsupported
             continue
-        if old != new:
+        if old != new and version < READS_OLDER.get(op_type, MIN_OPSET + 1):
             changed.add(op_type)
     return changed
 

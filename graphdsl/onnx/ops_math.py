@@ -342,52 +342,91 @@ _REDUCE = {"ReduceSum": ops.sum, "ReduceMean": ops.mean, "ReduceMax": ops.max, "
 
 @IMPORT.register((*_REDUCE, "ReduceProd"))
 def _reduce(imp, node, x, axes=None):
+    """The reductions; ReduceProd of a shape value (a Sym, whose entries may be symbolic dims) is
+    multiplied out at import, of a run-time tensor it is ``prod``."""
     axes = axes_arg(imp, axes)
     keepdims = bool(imp.attrs.get("keepdims", 1))
     if not axes:
         if imp.attrs.get("noop_with_empty_axes", 0):
             return x
         axes = None
-    if node.op_type == "ReduceProd":
-        known = imp.known(x)
-        if known is None:
-            raise GraphError("ReduceProd is supported on shape values only, not on run-time tensors")
-        out = np.asarray(known, dtype=object)
-        rank = out.ndim
-        for a in sorted((normalize_axis(a, rank) for a in (axes if axes is not None else range(rank))),
-                        reverse=True):
-            prod = np.ones(out.shape[:a] + out.shape[a + 1:], dtype=object)
-            for i in range(out.shape[a]):
-                prod = prod * np.take(out, i, axis=a)
-            out = np.expand_dims(prod, a) if keepdims else prod
-        dtype = x.dtype if isinstance(x, Sym) else imp.tensor(x).dtype
-        return imp.value(np.asarray(out, dtype=object), dtype)
+    if node.op_type == "ReduceProd" and isinstance(x, Sym):
+        return _prod_of_known(imp, x, axes, keepdims)
     t = imp.tensor(x)
-    return _REDUCE[node.op_type](t, axis=None if axes is None else tuple(axes), keepdims=keepdims)
+    op = ops.prod if node.op_type == "ReduceProd" else _REDUCE[node.op_type]
+    return op(t, axis=None if axes is None else tuple(axes), keepdims=keepdims)
+
+
+def _prod_of_known(imp, x: Sym, axes, keepdims: bool):
+    """The product of a Sym's entries over ``axes``, as ints and dims."""
+    out = np.asarray(x.value, dtype=object)
+    rank = out.ndim
+    for a in sorted((normalize_axis(a, rank) for a in (axes if axes is not None else range(rank))), reverse=True):
+        prod = np.ones(out.shape[:a] + out.shape[a + 1:], dtype=object)
+        for i in range(out.shape[a]):
+            prod = prod * np.take(out, i, axis=a)
+        out = np.expand_dims(prod, a) if keepdims else prod
+    return imp.value(np.asarray(out, dtype=object), x.dtype)
 
 
 @IMPORT.register(("ArgMax", "ArgMin"))
 def _argmax(imp, node, x):
     """ArgMin is the argmax of the order reversed: ``-x`` for a float (NaN stays NaN, so the first
-    NaN's index wins as in np.argmin), ``-1 - x`` for an integer (which never overflows)."""
-    if imp.attrs.get("select_last_index", 0):
-        raise GraphError(f"{node.op_type} with select_last_index=1 is not supported",
-                         hint="graphdsl's argmax gives the first index of a tie")
+    NaN's index wins as in np.argmin), ``-1 - x`` for an integer (which never overflows).
+    ``select_last_index=1`` is the argmax of x reversed along the axis, read from the end."""
     x = imp.tensor(x)
     if node.op_type == "ArgMin":
         x = -x if x.dtype.is_float else -1 - x
-    return ops.argmax(x, axis=imp.attrs.get("axis", 0), keepdims=bool(imp.attrs.get("keepdims", 1)))
+    axis = normalize_axis(int(imp.attrs.get("axis", 0)), x.ndim)
+    keepdims = bool(imp.attrs.get("keepdims", 1))
+    if not imp.attrs.get("select_last_index", 0) or x.ndim == 0:
+        return ops.argmax(x, axis=axis, keepdims=keepdims)
+    n = x.shape[axis]
+    last = n - 1 if isinstance(n, int) else ops.full(shape=(), value=n, dtype="int64") - 1
+    backwards = ops.take(x, last - ops.arange(n), axis=axis)
+    return last - ops.argmax(backwards, axis=axis, keepdims=keepdims)
+
+
+@IMPORT.register("TopK")
+def _topk(imp, node, x, k=None):
+    """Values and indices of the K largest (largest=0: smallest) along ``axis``, sorted; equal
+    values in index order and NaN larger than every number, as ONNX Runtime does. K must be known
+    at import (graphdsl's shapes hold it); opset 1 gives it as an attribute."""
+    x = imp.tensor(x)
+    if k is None:
+        if "k" not in imp.attrs:
+            raise GraphError("TopK needs K: its second input (or, before opset 10, the k attribute)")
+        count = int(imp.attrs["k"])
+    else:
+        values = imp.ints(k, "TopK's K")
+        if len(values) != 1:
+            raise GraphError(f"TopK's K must hold one value, got {len(values)}: {values}")
+        (count,) = values
+    if not isinstance(count, int):
+        raise GraphError(f"TopK's K is the symbolic dim {count}; graphdsl needs it as a number",
+                         hint="store K as a constant or an initializer")
+    if x.ndim == 0:
+        raise GraphError(f"TopK needs an input of rank >= 1, got {x.type}")
+    axis = normalize_axis(int(imp.attrs.get("axis", -1)), x.ndim)
+    values, indices = ops.topk(x, count, axis=axis, largest=bool(imp.attrs.get("largest", 1)),
+                               sorted=bool(imp.attrs.get("sorted", 1)))
+    return [values, indices]
 
 
 @IMPORT.register("Mod")
 def _mod(imp, node, a, b):
-    """Integer Mod: fmod=0 takes the divisor's sign (Python's %: a - floor(a / b) * b, our integer
-    div floors), fmod=1 the dividend's (C's fmod). A float Mod is refused: it needs an exact fmod
-    op, which graphdsl does not have."""
+    """Mod: fmod=0 takes the divisor's sign (Python's %: a - floor(a / b) * b, our integer div
+    floors), fmod=1 the dividend's (C's fmod: our fmod op on floats). The spec asks for fmod=1 on
+    floats; ONNX's reference and cases give fmod=0 NumPy's float %: the fmod, plus b where it is
+    nonzero and its sign differs from b's (exact, as NumPy computes it)."""
     a, b = imp.tensor(a), imp.tensor(b)
     if a.dtype.is_float:
-        raise GraphError("Mod on floats is not supported: graphdsl has no exact fmod op",
-                         hint="integer Mod is supported")
+        r = ops.fmod(a, b)
+        if imp.attrs.get("fmod", 0):
+            return r
+        zero = ops.full(shape=(), value=0.0, dtype=a.dtype)
+        off = ops.logical_and(r != zero, ops.not_equal(r < zero, b < zero))
+        return ops.where(off, r + b, r)
     r = a - ops.div(a, b) * b
     if not imp.attrs.get("fmod", 0):
         return r

@@ -102,11 +102,16 @@ def _size(imp, node, x):
 
 
 def _cast_to(imp, x, to: _dt.DType):
-    """``x`` as ``to``; a shape value cast to an integer type stays a shape value."""
-    if isinstance(x, Sym) and to.is_int:
+    """``x`` as ``to``; a shape value cast to an integer type stays a shape value. ``saturate``
+    (float8 targets) and ``round_mode`` (float8_e8m0fnu) are ONNX's, with its defaults."""
+    if isinstance(x, Sym) and to.is_int and not to.storage:
         return Sym(x.value, to)
     t = imp.tensor(x)
-    return t if t.dtype == to else t.astype(to)
+    if t.dtype == to:
+        return t
+    round_mode = imp.attrs.get("round_mode", "up")
+    round_mode = round_mode.decode() if isinstance(round_mode, bytes) else round_mode
+    return ops.cast(t, dtype=to, saturate=bool(imp.attrs.get("saturate", 1)), round_mode=round_mode)
 
 
 @IMPORT.register("Cast")
@@ -158,17 +163,23 @@ def _gather_elements(imp, node, data, indices):
 
 @IMPORT.register("GatherND")
 def _gather_nd(imp, node, data, indices):
-    """data[idx[..., 0], ..., idx[..., k-1]] as one take on data reshaped to [d0*...*dk-1, rest]."""
-    if imp.attrs.get("batch_dims", 0) != 0:
-        raise GraphError("GatherND with batch_dims != 0 is not supported")
+    """data[idx[..., 0], ..., idx[..., k-1]] as one take on data reshaped to [d0*...*dk-1, rest].
+    With batch_dims b the first b coordinates are each index row's own batch position (an iota
+    over the indices' leading dims), so the b batch dims join the linear index too."""
     data, indices = imp.tensor(data), imp.tensor(indices)
+    b = imp.attrs.get("batch_dims", 0)
     k = indices.shape[-1]
     if not isinstance(k, int):
         raise ShapeError(f"GatherND needs a static index depth, got {indices.type}")
-    lead, rest = tuple(data.shape[:k]), tuple(data.shape[k:])
+    if not 0 <= b < min(data.ndim, indices.ndim) or b + k > data.ndim:
+        raise ShapeError(f"GatherND batch_dims={b} with index depth {k} does not fit data {data.type} "
+                         f"and indices {indices.type}")
+    lead, rest = tuple(data.shape[:b + k]), tuple(data.shape[b + k:])
+    rows = tuple(indices.shape[:-1])
+    parts = [ops.iota(shape=rows, axis=j, dtype=indices.dtype) for j in range(b)]
+    parts += [wrapped(imp, indices[..., j], lead[b + j]) for j in range(k)]
     linear = None
-    for j in range(k):
-        part = wrapped(imp, indices[..., j], lead[j])
+    for j, part in enumerate(parts):
         stride = Shape(lead[j + 1:]).numel()
         if stride != 1:
             size = stride if isinstance(stride, int) else imp.dim_tensor(stride)

@@ -25,6 +25,12 @@ DTYPES = {
     onnx.TensorProto.UINT64: _dt.uint64, onnx.TensorProto.UINT32: _dt.uint32,
     onnx.TensorProto.UINT16: _dt.uint16, onnx.TensorProto.UINT8: _dt.uint8,
     onnx.TensorProto.BOOL: _dt.bool_,
+    # storage types: only Cast/CastLike (and graph inputs, outputs, initializers) take them
+    onnx.TensorProto.FLOAT8E4M3FN: _dt.float8_e4m3fn, onnx.TensorProto.FLOAT8E4M3FNUZ: _dt.float8_e4m3fnuz,
+    onnx.TensorProto.FLOAT8E5M2: _dt.float8_e5m2, onnx.TensorProto.FLOAT8E5M2FNUZ: _dt.float8_e5m2fnuz,
+    onnx.TensorProto.FLOAT8E8M0: _dt.float8_e8m0fnu, onnx.TensorProto.FLOAT4E2M1: _dt.float4_e2m1fn,
+    onnx.TensorProto.INT4: _dt.int4, onnx.TensorProto.UINT4: _dt.uint4,
+    onnx.TensorProto.INT2: _dt.int2, onnx.TensorProto.UINT2: _dt.uint2,
 }
 
 

@@ -5,9 +5,10 @@ import numpy as np
 
 from graphdsl import dtypes as _dt
 from graphdsl.errors import TypeError_
-from graphdsl.registry import defop
+from graphdsl.registry import REQUIRED, defop
 from graphdsl.types import TensorType
 
+from . import storage as _storage
 from .common import (binary_infer, broadcast_infer, require_float, same_dtype, sum_to,
                       types_str, unary_float_infer)
 
@@ -52,6 +53,18 @@ div = defop("div", arity=2, infer=binary_infer("div", kinds=("float", "int")), r
             vjp=lambda g, y, a, b: [sum_to(g / b, a.shape), sum_to(-g * y / b, b.shape)],
             doc="a / b; on integers, floor division (x // 0 is defined as x // 1)",
             tags=("elementwise",))
+
+
+def _fmod_ref(a, b):
+    with np.errstate(invalid="ignore"):   # fmod(x, 0) and fmod(inf, y) are NaN, as in C
+        return _keep(np.fmod)(a, b)
+
+
+fmod = defop("fmod", arity=2, infer=binary_infer("fmod", kinds=("float",)), ref=_fmod_ref,
+             vjp=lambda g, y, a, b: [sum_to(g, a.shape), sum_to(-g * ((a - y) / b), b.shape)],
+             doc="the remainder of a / b truncated toward zero, with a's sign (C's fmod); exact, "
+                 "NaN for b == 0 or an infinite a, a itself for an infinite b",
+             tags=("elementwise",))
 
 
 def _pow_vjp(g, y, a, b):
@@ -197,25 +210,36 @@ where = defop("where", arity=3, infer=_where_infer,
               doc="where(cond, a, b): a where cond holds, else b", tags=("elementwise",))
 
 
-def _cast_ref(x, dtype):
+def _cast_ref(x, dtype, saturate=True, round_mode="up"):
+    have = _dt.dtype(x.dtype)
+    if have.storage:
+        x = _storage.decode(x, have)
+    if dtype.storage:
+        return _storage.encode(x, dtype, saturate, round_mode)
     target = dtype.np
     if dtype.is_int and x.dtype.kind == "f":
         x = np.trunc(x)
     return x.astype(target)
 
 
-def _cast_vjp(g, y, x, dtype):
-    if not x.dtype.is_float:
-        return [None]
+def _cast_vjp(g, y, x, dtype, saturate, round_mode):
+    if not x.dtype.is_float or x.dtype.storage or dtype.storage:
+        return [None]   # storage values carry no gradient
     return [cast(g, dtype=x.dtype)]
 
 
-def _cast_normalize(x, dtype):
-    return {"dtype": _dt.dtype(dtype)}
+def _cast_normalize(x, dtype, saturate, round_mode):
+    if round_mode not in _dt.ROUND_MODES:
+        raise TypeError_(f"round_mode={round_mode!r} is not one of {', '.join(_dt.ROUND_MODES)} ({x})",
+                         hint="round_mode says how a cast to float8_e8m0fnu rounds; the default is 'up'")
+    return {"dtype": _dt.dtype(dtype), "saturate": bool(saturate), "round_mode": round_mode}
 
 
-cast = defop("cast", attrs=("dtype",), normalize=_cast_normalize,
-             infer=lambda x, dtype: x.with_dtype(dtype), ref=_cast_ref, vjp=_cast_vjp,
+cast = defop("cast", attrs={"dtype": REQUIRED, "saturate": True, "round_mode": "up"},
+             normalize=_cast_normalize, takes_storage=True,
+             infer=lambda x, dtype, saturate, round_mode: x.with_dtype(dtype), ref=_cast_ref, vjp=_cast_vjp,
              doc="convert to another dtype: to a narrower float rounds to nearest, ties to even (NaN stays "
-                 "NaN, past the largest finite value is inf); float to int truncates toward zero",
+                 "NaN, past the largest finite value is inf); float to int truncates toward zero. To and "
+                 "from the storage dtypes (float8, float4, int4, int2) as ONNX's Cast: saturate (float8) "
+                 "and round_mode (float8_e8m0fnu) as there (graphdsl/ops/storage.py)",
              tags=("elementwise",))

@@ -71,6 +71,12 @@ OPS = [
     OpInfo("div", [Sample([A, POS], expected=lambda a, b: a / b, name="float"),
                    Sample([np.array([7, -7, 9], np.int32), np.array([2, 2, 0], np.int32)],
                           expected=np.array([3, -4, 9]), name="int_floor")], BIN_ERRORS),
+    OpInfo("fmod", [Sample([A, POS], expected=lambda a, b: np.array(
+                        [math.fmod(x, y) for x, y in np.broadcast(a, b)]).reshape(np.broadcast(a, b).shape),
+                        name="float"),
+                    Sample([np.array([5.5, -5.5, 7.0, -0.0]), np.array([2.0, 2.0, -np.inf, 3.0])],
+                           expected=np.array([1.5, -1.5, 7.0, -0.0]), grad=False, name="signs")],
+           [ErrorCase(["i32[2]", "i32[2]"], {}, TypeError_, r"does not take int32")]),
     OpInfo("pow", [Sample([POS, B], expected=lambda a, b: a ** b, name="float"),
                    Sample([POS, np.array(2.0)], expected=lambda a, b: a * a, name="square")],
            [ErrorCase(["i32[2]", "i32[2]"], {}, TypeError_, r"does not take int32")]),

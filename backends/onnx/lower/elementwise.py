@@ -70,6 +70,11 @@ def _neg(em, node, x):
     return em.op("Neg", [x], hint="neg")
 
 
+@EXPORT.register("fmod")
+def _fmod(em, node, a, b):
+    return em.op("Mod", [a, b], fmod=1, hint="fmod")
+
+
 @EXPORT.register("rsqrt")
 def _rsqrt(em, node, x):
     return em.op("Reciprocal", [em.op("Sqrt", [x])], hint="rsqrt")
@@ -129,6 +134,10 @@ def _activation(em, node, x):
 @EXPORT.register("cast")
 def _cast(em, node, x):
     to, have = onnx_dtype(node.attrs["dtype"]), em.dtypes[x]
+    if to == have:
+        # no node: ONNX Runtime's basic optimizations (CastElimination with DivMulFusion) left a
+        # consumer of a same-type Cast reading a name no node wrote, and the model did not load
+        return x
     if to in _NARROW_MAX and have in _ROUNDED_TWICE[to]:
         return round_once(em, x, to)
     return em.op("Cast", [x], to=to, hint="cast")

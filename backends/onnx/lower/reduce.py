@@ -1,9 +1,12 @@
-"""ONNX rows of the reductions (graphdsl/ops/reduce.py): sum, mean, max, min, argmax.
+"""ONNX rows of the reductions (graphdsl/ops/reduce.py): sum, mean, prod, max, min, argmax,
+topk_indices and cumsum.
 
 The edges follow the reference (docs/semantics.md): ONNX Runtime's ReduceMax/ReduceMin and ArgMax
 skip a NaN that is not the first element, so the float reductions also reduce ``IsNaN(x)`` and
-pick NaN (argmax: the index of the first NaN) where the slice holds one. ``mean`` of a narrow
-float is computed in float32 and rounded once, as the reference does.
+pick NaN (argmax: the index of the first NaN) where the slice holds one. ``mean`` and ``prod`` of
+a narrow float are computed in float32 and rounded once, as the reference does. ``topk_indices`` is
+TopK's second output: ONNX's order (equal values in index order) is the reference's, and ONNX
+Runtime counts NaN as larger than every number, as the reference does.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import onnx
 
 from ..emitter import Emitter
 from ..table import EXPORT
-from .common import BF16, F16, F32, F64, narrow, reduce, scalar_like, widen
+from .common import BF16, F16, F32, F64, I32, I64, narrow, reduce, scalar_like, widen
 
 
 @EXPORT.register("sum")
@@ -23,6 +26,19 @@ def _sum(em, node, x):
 @EXPORT.register("mean")
 def _mean(em, node, x):
     out = reduce(em, "ReduceMean", widen(em, x), node.attrs["axis"], node.attrs["keepdims"])
+    return narrow(em, out, node.type.dtype)
+
+
+# ReduceProd's integer types; a narrower integer multiplies as int32 and wraps back when cast
+_PROD_INTS = (I32, I64, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64)
+
+
+@EXPORT.register("prod")
+def _prod(em, node, x):
+    src = widen(em, x)
+    if em.dtypes[src] not in (F32, F64, *_PROD_INTS):
+        src = em.cast(src, I32)
+    out = reduce(em, "ReduceProd", src, node.attrs["axis"], node.attrs["keepdims"])
     return narrow(em, out, node.type.dtype)
 
 
@@ -70,6 +86,24 @@ def _argmax(em, node, x):
     if keepdims:
         out = em.op("Reshape", [out, em.dims(node.type.shape)], hint="argmax")
     return out
+
+
+@EXPORT.register("topk_indices")
+def _topk_indices(em, node, x):
+    """TopK's indices, always sorted (ONNX leaves the order of ``sorted=0`` open): for
+    ``sorted=False`` the k indices are then put in increasing order by a second TopK."""
+    a = node.attrs
+    if em.dtypes[x] == onnx.TensorProto.BOOL:    # TopK takes no bool; bfloat16 only from opset 24
+        x = em.cast(x, I32)
+    elif em.dtypes[x] == BF16:
+        x = em.cast(x, F32)
+    k = em.const(np.array([a["k"]], np.int64), hint="k")
+    _, indices = em.op("TopK", [x, k], outputs=2, axis=a["axis"], largest=int(a["largest"]), sorted=1,
+                       hint="topk")
+    if not a["sorted"]:
+        indices, _ = em.op("TopK", [indices, k], outputs=2, axis=a["axis"], largest=0, sorted=1,
+                           hint="topk_in_order")
+    return indices
 
 
 @EXPORT.register("cumsum")

@@ -90,6 +90,158 @@ def _round_to_bf16(x: te.Tensor) -> te.Tensor:
     return te.compute(x.shape, lambda *i: _bf16_value(x(*i), str(x.dtype)), name="round_bf16")
 
 
+# -- storage dtypes (float8, float4, int4, int2) -----------------------------------------------------
+# TVM 0.27's own float8 casts on LLVM are wrong (float32 1e9 -> e4m3fn gave 0.234, fnuz was treated
+# as fn, float4 did not build) and it packs int4 two to a byte where ml_dtypes keeps one per byte.
+# So on TVM every storage value is its ml_dtypes byte, a uint8 (``tvm_dtype``; the executable views
+# arrays at the boundary), and casts to and from them are written here in integer arithmetic on the
+# float32 bits, rule for rule as graphdsl/ops/storage.py (docs/semantics.md, "Casts").
+def tvm_dtype(dt: _dt.DType) -> str:
+    """The TVM dtype holding values of ``dt``: its own name, or uint8 for a storage dtype."""
+    return "uint8" if dt.storage else dt.name
+
+
+def decode_storage(x: relax.Expr, have: _dt.DType) -> relax.Expr:
+    """The values of ``x`` (bytes of storage dtype ``have``): float32, int32 for the integer types."""
+    bb = relax.BlockBuilder.current()
+    return bb.call_te(lambda t: te.compute(t.shape, lambda *i: _decode(t(*i), have), name="decode"),
+                      bb.normalize(x), primfunc_name_hint=f"from_{have.name}")
+
+
+def decoded_dtype(have: _dt.DType) -> _dt.DType:
+    """The dtype ``decode_storage`` gives for ``have``."""
+    return _dt.int32 if have.is_int else _dt.float32
+
+
+def encode_storage(x: relax.Expr, to: _dt.DType, saturate: bool, round_mode: str) -> relax.Expr:
+    """``x`` (a non-storage value) cast to the storage dtype ``to``, as its bytes."""
+    bb = relax.BlockBuilder.current()
+    src = dtype_of(x)
+    return bb.call_te(lambda t: te.compute(t.shape, lambda *i: _encode(t(*i), src, to, saturate, round_mode),
+                                           name="encode"),
+                      bb.normalize(x), primfunc_name_hint=f"to_{to.name}")
+
+
+def _i32(value: int) -> tirx.PrimExpr:
+    return tirx.const(value, "int32")
+
+
+def _f32_bits(value: int) -> tirx.PrimExpr:
+    return tirx.reinterpret("float32", _u32(value))
+
+
+def _to_f32(v: tirx.PrimExpr, src: str) -> tirx.PrimExpr:
+    """``v`` as a float32 that rounds to every storage format as ``v`` itself does: exact from the
+    narrow types, rounded to odd from float64 and wide ints (a magnitude from 2**128 on is inf)."""
+    if src == "float32":
+        return v
+    if src in _EXACT_IN_F32:
+        return v.astype("float32")
+    d = v.astype("float64")
+    return tirx.Select(tirx.abs(d) >= tirx.const(2.0 ** 128, "float64"), d.astype("float32"), _f32_to_odd(d))
+
+
+def _fields(f: tirx.PrimExpr):
+    """(negative, exponent field, fraction field) of a float32, the fields as int32."""
+    bits = tirx.reinterpret("uint32", f)
+    return ((bits >> _u32(31)) != _u32(0), ((bits >> _u32(23)) & _u32(0xFF)).astype("int32"),
+            (bits & _u32(0x7FFFFF)).astype("int32"))
+
+
+def _encode(v: tirx.PrimExpr, src: str, to: _dt.DType, saturate: bool, round_mode: str) -> tirx.PrimExpr:
+    if to.is_int:
+        code = _encode_int(v, src, to)
+    elif to.name == "float8_e8m0fnu":
+        code = _encode_e8m0(_to_f32(v, src), saturate, round_mode)
+    else:
+        code = _encode_minifloat(_to_f32(v, src), _dt.MINIFLOAT[to.name], saturate)
+    return code.astype("uint8")
+
+
+def _encode_minifloat(f: tirx.PrimExpr, fmt: _dt.Minifloat, saturate: bool) -> tirx.PrimExpr:
+    negative, E, F = _fields(f)
+    nan, inf = (E == _i32(255)) & (F != _i32(0)), (E == _i32(255)) & (F == _i32(0))
+    sig = F | tirx.Select(E > _i32(0), _i32(0x800000), _i32(0))   # value = sig * 2**(max(E, 1) - 150)
+    e = tirx.max(E, _i32(1)) - _i32(127)                            # its leading digit's exponent (normal f32)
+    shift = tirx.min(_i32(23 - fmt.mbits) + tirx.max(_i32(1 - fmt.bias) - e, _i32(0)), _i32(26))
+    n = sig >> shift
+    rem, half = sig & ((_i32(1) << shift) - _i32(1)), _i32(1) << (shift - _i32(1))
+    n = n + tirx.Select((rem > half) | ((rem == half) & ((n & _i32(1)) == _i32(1))), _i32(1), _i32(0))
+    code = (tirx.max(e + _i32(fmt.bias), _i32(1)) << _i32(fmt.mbits)) + n - _i32(1 << fmt.mbits)
+    over = inf | (code > _i32(fmt.max_code))
+    top = 1 << (fmt.bits - 1)
+    sign = tirx.Select(negative, _i32(top), _i32(0))
+    nan_code = tirx.Select(negative, _i32(fmt.nan_code(True)), _i32(fmt.nan_code(False)))
+    if saturate or fmt.nan == "none":
+        big = sign | _i32(fmt.max_code)
+    elif fmt.has_inf:
+        big = sign | _i32(fmt.inf_code)
+    else:
+        big = nan_code
+    if fmt.nan == "uz":
+        sign = tirx.Select(code == _i32(0), _i32(0), sign)          # no -0: its bits are the NaN
+    return tirx.Select(nan, nan_code, tirx.Select(over, big, sign | code))
+
+
+def _encode_e8m0(f: tirx.PrimExpr, saturate: bool, round_mode: str) -> tirx.PrimExpr:
+    _, E, F = _fields(f)
+    nan, inf, zero = (E == _i32(255)) & (F != _i32(0)), (E == _i32(255)) & (F == _i32(0)), (E == _i32(0)) & (F == _i32(0))
+    # a float32 subnormal times 2**64 is normal (exactly): its fields, the exponent less 64
+    scaled = tirx.abs(f) * tirx.const(2.0 ** 64, "float32")
+    _, E2, F2 = _fields(tirx.Select(E == _i32(0), scaled, tirx.abs(f)))
+    E2 = E2 - tirx.Select(E == _i32(0), _i32(64), _i32(0))
+    if round_mode == "up":
+        E2 = E2 + tirx.Select(F2 != _i32(0), _i32(1), _i32(0))
+    elif round_mode == "nearest":
+        E2 = E2 + tirx.Select(F2 >= _i32(0x400000), _i32(1), _i32(0))
+    over, under = inf | (E2 > _i32(0xFE)), zero | (E2 < _i32(0))
+    out = tirx.Select(over, _i32(0xFE if saturate else 0xFF),
+                      tirx.Select(under, _i32(0 if saturate else 0xFF), E2))
+    return tirx.Select(nan, _i32(0xFF), out)
+
+
+def _encode_int(v: tirx.PrimExpr, src: str, to: _dt.DType) -> tirx.PrimExpr:
+    mask = (1 << to.bits) - 1
+    if src.startswith(("float", "bfloat")):   # truncated; out of range (NaN, inf) is 0
+        wide = "float64" if src == "float64" else "float32"
+        t = tirx.trunc(v.astype(wide))
+        lo, hi = _dt.int_range(to)
+        fits = (t >= tirx.const(lo, wide)) & (t <= tirx.const(hi, wide))
+        return tirx.Select(fits, t, tirx.const(0, wide)).astype("int32") & _i32(mask)
+    if src == "bool":
+        return v.astype("int32")
+    return (v & tirx.const(mask, src)).astype("int32")   # the low bits: integers wrap
+
+
+def _decode(b: tirx.PrimExpr, have: _dt.DType) -> tirx.PrimExpr:
+    b = b.astype("int32") & _i32((1 << have.bits) - 1)
+    if have.is_int:
+        if have.is_unsigned:
+            return b
+        top = _i32(1 << (have.bits - 1))
+        return (b ^ top) - top
+    nan = _f32_bits(0x7FC00000)
+    if have.name == "float8_e8m0fnu":
+        power = tirx.reinterpret("float32", (b << _i32(23)).astype("uint32"))
+        return tirx.Select(b == _i32(0xFF), nan, tirx.Select(b == _i32(0), _f32_bits(0x00400000), power))
+    fmt = _dt.MINIFLOAT[have.name]
+    top = 1 << (fmt.bits - 1)
+    negative, mag = b >= _i32(top), b & _i32(top - 1)
+    e, m = mag >> _i32(fmt.mbits), mag & _i32((1 << fmt.mbits) - 1)
+    normal = (((e + _i32(127 - fmt.bias)) << _i32(23)) | (m << _i32(23 - fmt.mbits))).astype("uint32")
+    value = tirx.Select(e == _i32(0), m.astype("float32") * tirx.const(2.0 ** (1 - fmt.bias - fmt.mbits), "float32"),
+                        tirx.reinterpret("float32", normal))
+    value = tirx.Select(negative, -value, value)
+    if fmt.nan == "ieee":
+        special = tirx.Select(m == _i32(0), tirx.Select(negative, _f32_bits(0xFF800000), _f32_bits(0x7F800000)), nan)
+        return tirx.Select(e == _i32((1 << fmt.ebits) - 1), special, value)
+    if fmt.nan == "ones":
+        return tirx.Select(mag == _i32(top - 1), nan, value)
+    if fmt.nan == "uz":
+        return tirx.Select(b == _i32(top), nan, value)
+    return value
+
+
 def upcast(x: relax.Expr) -> relax.Expr:
     """f16/bf16 to f32; other dtypes unchanged."""
     return cast(x, "float32") if dtype_of(x) in NARROW else x

@@ -16,12 +16,13 @@ import math
 
 import numpy as np
 import tvm
-from tvm import relax
+from tvm import relax, te, tirx
 from tvm.relax import op as R
 
 from ..table import TVM
-from .common import (acc_dtype, bool_equal, cast, dtype_of, isnan, logical_and, logical_not, logical_or, maximum,
+from .common import (acc_dtype, bool_equal, cast, dtype_of, isnan, logical_and, logical_not, logical_or, maximum, own_kernel,
                      minimum, scalar, upcast, wide)
+from .common import decode_storage, decoded_dtype, encode_storage
 
 
 def _binary(fn):
@@ -96,6 +97,24 @@ def div(cx, node, a, b):
     return cx.emit(R.where(R.equal(b, minus_one), R.negative(a), R.floor_divide(a, safe)))
 
 
+def _fmod_kernel(a: te.Tensor, b: te.Tensor) -> te.Tensor:
+    """a fmod b elementwise (operands of one shape): TIR's float Mod is LLVM's exact frem."""
+    return te.compute(a.shape, lambda *i: tirx.Mod(a(*i), b(*i)), name="fmod")
+
+
+@TVM.register("fmod")
+def fmod(cx, node, a, b):
+    """C's fmod; bf16 operands in f32 (the remainder of two bf16 values is a bf16 value, so the
+    cast back is exact). The kernel is kept out of fusion and vectorization: LLVM rejected the
+    module TVM emitted for a vectorized float Mod fused with its neighbours ("Instruction does
+    not dominate all uses")."""
+    dt = node.type.dtype.name
+    shape = cx.shape(node.type.shape)
+    wa, wb = (cx.emit(R.broadcast_to(upcast(x) if dt == "bfloat16" else x, shape)) for x in (a, b))
+    out = own_kernel(cx, cx.te(_fmod_kernel, wa, wb, name="fmod"), "fmod")
+    return cx.emit(cast(out, dt))
+
+
 @TVM.register("equal")
 def equal(cx, node, a, b):
     """a == b; on bool compared as bytes: LLVM's == on i1 fails to compile (TVM emits an FCmp on i1)."""
@@ -154,9 +173,15 @@ def gelu(cx, node, x):
 
 @TVM.register("cast")
 def cast_row(cx, node, x):
-    to = node.attrs["dtype"]
+    to, src = node.attrs["dtype"], node.inputs[0].type.dtype
+    if src.storage:   # its bytes decoded to float32 (int32), which then casts as any value does
+        x = cx.emit(decode_storage(x, src))
+        src = decoded_dtype(src)
+        if to == src:
+            return x
+    if to.storage:
+        return cx.emit(encode_storage(x, to, node.attrs["saturate"], node.attrs["round_mode"]))
     if to.is_bool:  # NumPy's astype(bool) is x != 0 (so NaN is True)
-        src = node.inputs[0].type.dtype
         ne = R.not_equal(x, scalar(0, src.name))
         return cx.emit(logical_or(ne, isnan(x)) if src.is_float else ne)
     # to a narrower float: rounds to nearest even (cast rounds bf16 itself); float -> int truncates
