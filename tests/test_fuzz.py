@@ -24,9 +24,6 @@ KNOWN_OPEN = [
     # onnxruntime: float64 erf (and gelu through it) has float32 accuracy, |error| ~ 4e-8
     ("mismatch", "onnxruntime", "erf", "float64"),
     ("mismatch", "onnxruntime", "gelu", "float64"),
-    # llvm: concat along a symbolic dim (n+2) fused with an elementwise consumer: TVM InternalError
-    # "Inconsistent buffers T_concat and lv mapped to the same relax var"
-    ("crash", "llvm", "Inconsistent buffers", None),
 ]
 
 

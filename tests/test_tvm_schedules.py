@@ -168,3 +168,34 @@ def test_float16_matmul_sums_in_float32_as_the_reference():
     for k in want:
         np.testing.assert_allclose(got[k].astype(np.float32), want[k].astype(np.float32), rtol=0, atol=1e-3,
                                    err_msg=k)
+
+
+def test_concat_along_a_symbolic_axis_feeds_fused_kernels():
+    """Relax's concat wrote its symbolic length as its own sum (1 + n) and FuseTIR failed on the
+    slices, softmaxes and sums that read it (fuzzer findings: "Inconsistent buffers ... mapped to
+    the same relax var", "Parameter expression T.int64(1) expected ... n"); concat along a
+    symbolic axis is now our kernel, with the lowering's one expression for the length."""
+    import backends
+    import graphdsl
+    from graphdsl import ops
+
+    def program(a, b, c):
+        y = ops.abs(ops.concat([a, b], axis=0))
+        tail = ops.slice(y, axis=0, start=1, stop=y.shape[0], step=1)
+        head = ops.slice(y, axis=0, start=0, stop=1, step=1) + (c * 2.0).sum(axis=0, keepdims=True)
+        return {"tail": tail, "head": head, "softmax": ops.softmax(y, axis=1),
+                "three": ops.concat([a, c, a], axis=0) + 1.0}
+    graph = graphdsl.trace(program, a="f32[1,4,2]", b="f32[n,4,2]", c="f32[n,4,2]")
+    exe = backends.compile(graph, "llvm")
+    rng = np.random.default_rng(3)
+    for n in (5, 1, 0):
+        feed = {"a": rng.standard_normal((1, 4, 2)).astype(np.float32),
+                "b": rng.standard_normal((n, 4, 2)).astype(np.float32),
+                "c": rng.standard_normal((n, 4, 2)).astype(np.float32)}
+        y = np.abs(np.concatenate([feed["a"], feed["b"]]))
+        want = {"tail": y[1:], "head": y[:1] + (feed["c"] * 2).sum(0, keepdims=True),
+                "softmax": np.exp(y) / np.exp(y).sum(1, keepdims=True),
+                "three": np.concatenate([feed["a"], feed["c"], feed["a"]]) + 1}
+        got = exe(**feed)
+        for name, value in want.items():
+            np.testing.assert_allclose(got[name], value, rtol=1e-6, atol=1e-6, err_msg=f"{name} at n={n}")

@@ -53,6 +53,31 @@ def gather(x: te.Tensor, indices: te.Tensor, axis: int) -> te.Tensor:
     return te.compute(indices.shape, f, name="gather")
 
 
+def concat_axis(*xs: te.Tensor, axis: int, sizes, total) -> te.Tensor:
+    """The inputs laid end to end along ``axis``; ``sizes`` and ``total`` are their lengths there,
+    written as the lowering writes every dim (lower.Ctx.dim), so the fused kernels that read the
+    result see one expression for its length."""
+    shape = list(xs[0].shape)
+    shape[axis] = total
+
+    starts, offset = [], tirx.const(0, "int64")
+    for size in sizes:
+        starts.append(offset)
+        offset = offset + size
+
+    def f(*i):
+        pos = _i64(i[axis])
+
+        def read(j):   # input j at pos, clamped into its range (an unselected read stays in bounds)
+            at = tirx.max(tirx.min(pos, starts[j] + sizes[j] - 1), starts[j]) - starts[j]
+            return xs[j](*i[:axis], at, *i[axis + 1:])
+        value = read(len(xs) - 1)
+        for j in range(len(xs) - 2, -1, -1):
+            value = tirx.Select(pos < starts[j + 1], read(j), value)
+        return value
+    return te.compute(shape, f, name="concat")
+
+
 def slice_axis(x: te.Tensor, axis: int, start, step: int, length) -> te.Tensor:
     """out[.., i, ..] = x[.., start + i * step, ..]."""
     shape = list(x.shape)

@@ -10,6 +10,7 @@ index raises the same error as on the NumPy backend. ``split`` has no row: its d
 """
 from __future__ import annotations
 
+from tvm import tirx
 from tvm.relax import op as R
 
 from graphdsl.types import Shape
@@ -37,7 +38,16 @@ def slice_grad(cx, node, g):
 
 @TVM.register("concat")
 def concat(cx, node, *xs):
-    return cx.emit(R.concat(list(xs), axis=node.attrs["axis"]))
+    """R.concat along static dims; along a symbolic one, our kernel: Relax's concat writes the
+    result's length as its own sum (1 + n), and FuseTIR then failed on the fused kernels that read
+    it ("Inconsistent buffers ... mapped to the same relax var", "Parameter expression T.int64(1)
+    expected ... n")."""
+    axis = node.attrs["axis"]
+    if all(isinstance(x.type.shape[axis], int) for x in node.inputs):
+        return cx.emit(R.concat(list(xs), axis=axis))
+    sizes = [cx.dim(x.type.shape[axis]) for x in node.inputs]
+    sizes = [tirx.const(s, "int64") if isinstance(s, int) else s for s in sizes]
+    return cx.te(K.concat_axis, *xs, axis=axis, sizes=sizes, total=cx.dim(node.type.shape[axis]))
 
 
 @TVM.register("squeeze")
