@@ -283,3 +283,13 @@ def test_refusal_messages_are_one_line_plus_hint():
         exe(v=np.array([2**40]))
     lines = str(info.value).splitlines()
     assert len(lines) == 2 and re.match(r"\s+hint: ", lines[1])
+
+
+@pytest.mark.parametrize("target", ["numpy", "llvm", "onnxruntime"])
+def test_reshape_to_a_shape_with_a_zero_length_dim(target):
+    """A 0 in the new shape is a dim of length 0 (Relax's reshape read it as "keep this input
+    dim", and llvm refused [3,0,4] -> [0,3,5]; ONNX's reshape_allowzero_reordered)."""
+    g = gd.trace(lambda x: {"y": x.reshape((0, 3, 5)), "z": x.reshape((4, 0, 3)) + 1.0}, x="f32[3,0,4]")
+    out = backends.compile(g, target)(x=np.zeros((3, 0, 4), np.float32))
+    assert np.asarray(out["y"]).shape == (0, 3, 5) and np.asarray(out["z"]).shape == (4, 0, 3)
+    assert np.asarray(out["y"]).dtype == np.float32

@@ -8,7 +8,12 @@ from ..table import TVM
 
 @TVM.register("reshape")
 def reshape(cx, node, x):
-    return cx.emit(R.reshape(x, cx.shape(node.attrs["shape"])))
+    """R.reshape reads a 0 in the new shape as "this input dim" (ONNX's allowzero=0): a result
+    with a zero-length dim has no elements to move, so it is an empty tensor of its shape."""
+    shape = node.attrs["shape"]
+    if any(d == 0 for d in shape if isinstance(d, int)):
+        return cx.emit(R.zeros(cx.shape(shape), node.type.dtype.name))
+    return cx.emit(R.reshape(x, cx.shape(shape)))
 
 
 @TVM.register("transpose")
