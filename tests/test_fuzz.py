@@ -21,9 +21,6 @@ from graphdsl import ops
 
 # Open bugs: (kind, target, a word of the reason or an op of the minimized graph, a dtype in it)
 KNOWN_OPEN = [
-    # onnxruntime: float64 erf (and gelu through it) has float32 accuracy, |error| ~ 4e-8
-    ("mismatch", "onnxruntime", "erf", "float64"),
-    ("mismatch", "onnxruntime", "gelu", "float64"),
 ]
 
 

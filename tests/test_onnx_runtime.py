@@ -7,7 +7,7 @@ import pytest
 
 import backends
 import graphdsl
-from graphdsl import registry
+from graphdsl import ops, registry
 from graphdsl.autodiff import grad
 from graphdsl.errors import InputError, TargetError
 from graphdsl.types import TensorType
@@ -149,3 +149,17 @@ def test_dtypes_without_ort_kernels_are_adapted(dtype):
     feed = {"x": rng.standard_normal((3, 4)).astype(np_type), "w": rng.standard_normal((4, 4)).astype(np_type),
             "b": rng.standard_normal(4).astype(np_type), "m": rng.integers(0, 2, (3, 4)).astype(bool)}
     both(g, feed, dtype)
+
+
+def test_float64_erf_and_gelu_keep_float64_accuracy():
+    """ONNX Runtime has no float64 Erf kernel; the export writes erf out as a float64 series
+    (through float32 it was 4e-8 off: fuzzer findings tests/regressions/ort-f64-erf.json, -gelu)."""
+    from scipy.special import erf
+    g = graphdsl.trace(lambda x: {"erf": ops.erf(x), "gelu": ops.gelu(x)}, x="f64[n]")
+    x = np.concatenate([np.linspace(-9, 9, 3001), np.geomspace(1e-300, 1, 100), [0.0, -0.0, np.inf, -np.inf, np.nan]])
+    got = backends.compile(g, "onnxruntime")(x=x)
+    np.testing.assert_allclose(got["erf"], erf(x), rtol=0, atol=4e-15)
+    with np.errstate(invalid="ignore"):   # -inf * 0 in the expected gelu(-inf)
+        want_gelu = 0.5 * x * (1 + erf(x / np.sqrt(2)))
+    np.testing.assert_allclose(got["gelu"][:-3], want_gelu[:-3], rtol=1e-14, atol=2e-14)
+    assert np.isnan(got["erf"][-1]) and got["erf"][-3] == 1.0 and got["erf"][-2] == -1.0

@@ -3,7 +3,7 @@
 Lowerings call ``em.op("Add", [a, b])`` and get the output's name back; the emitter knows every
 value's element type (from the op's schema), so it can adapt a node to what a runtime's kernels
 support: given a ``KernelTable``, an input whose dtype has no kernel is cast to one that has
-(float16 to float32, float64 Erf to float32, bool Where to int32) and the output cast back. Symbolic
+(float16 to float32, bool Where to int32) and the output cast back. Symbolic
 dims become int64 values computed from the input shapes at run time (``em.dims((batch, 64))``).
 ``ort_kernel_table()`` reads that table from ONNX Runtime's own kernel registry.
 
@@ -43,8 +43,8 @@ _TYPE_STR = {
 _FROM_TYPE_STR = {v: k for k, v in _TYPE_STR.items()}
 # When a kernel lacks a dtype, try these instead, in order. Narrow floats widen to float32 (the
 # references' own accumulation type; rounding back once per node is what they do too); ints and
-# bools widen losslessly. float64 narrows to float32 only where a kernel has no double version
-# (ONNX Runtime's Erf): the one place a result loses precision.
+# bools widen losslessly. float64 would narrow to float32 where a kernel has no double version;
+# ONNX Runtime's Erf is the one such kernel we emit, and lower/elementwise.erf writes it out instead.
 _FALLBACK = {
     TensorProto.FLOAT16: (TensorProto.FLOAT,), TensorProto.BFLOAT16: (TensorProto.FLOAT,),
     TensorProto.DOUBLE: (TensorProto.FLOAT,), TensorProto.FLOAT: (TensorProto.DOUBLE,),
