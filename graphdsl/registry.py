@@ -7,6 +7,7 @@ declaration, so an op can never be known to one layer and missing from another u
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -32,6 +33,9 @@ class OpDef:
     normalize(*types, **attrs) -> attrs       canonical attrs (negative axes made positive, ...)
     inputs: ("q", "k", "v", "bias?", "seed?")  input names; a trailing ``?`` marks an optional one
     present(attrs) -> {name: bool}             which optional inputs a node with these attrs has
+    types: "x float; indices int32 or int64"   the dtypes the type rule takes, where docs/ops.md
+                                               cannot read them off the rule by probing it
+    module: "graphdsl.ops.nn"                  the module that declared the op (its group)
     """
 
     name: str
@@ -47,6 +51,8 @@ class OpDef:
     tags: frozenset = field(default_factory=frozenset)
     inputs: tuple[str, ...] = ()
     present: Callable | None = None
+    types: str = ""
+    module: str = ""
 
     @property
     def required_inputs(self) -> tuple[str, ...]:
@@ -117,8 +123,11 @@ def defop(name: str, *, attrs: Mapping[str, Any] | tuple = (), infer: Callable,
           decompose: Callable | None = None, normalize: Callable | None = None,
           arity: int | tuple[int, int | None] = 1, differentiable: bool = True,
           doc: str = "", tags=(), inputs: tuple[str, ...] = (),
-          present: Callable | None = None, takes_storage: bool = False) -> OpDef:
+          present: Callable | None = None, takes_storage: bool = False, types: str = "") -> OpDef:
     """Declare an op once. ``attrs`` maps attribute names to defaults (``REQUIRED`` for none).
+
+    ``doc`` says what the op computes, in a line; ``types`` summarizes its type rule's dtypes, only
+    for an op whose rule docs/ops.md cannot probe (graphdsl/cli/ops_cmd.py says which those are).
 
     Only an op declared ``takes_storage`` (cast) takes or gives a storage dtype (float8, int4, ...:
     graphdsl.dtypes): the type rule of every other op refuses them, here, once for all ops."""
@@ -138,7 +147,8 @@ def defop(name: str, *, attrs: Mapping[str, Any] | tuple = (), infer: Callable,
         infer = _refusing_storage(name, infer)
     op = OpDef(name=name, attrs=dict(attrs), infer=infer, ref=ref, vjp=vjp, decompose=decompose,
                normalize=normalize, arity=arity, differentiable=differentiable, doc=doc,
-               tags=frozenset(tags), inputs=tuple(inputs), present=present)
+               tags=frozenset(tags), inputs=tuple(inputs), present=present, types=types,
+               module=sys._getframe(1).f_globals.get("__name__", ""))
     _REGISTRY[name] = op
     return op
 

@@ -1,7 +1,6 @@
 """The `graphdsl` command. Each subcommand is a thin layer over the library's public API."""
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 
@@ -34,35 +33,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     click.echo(f"warning: {message}", err=True)
 
 
-@main.command("ops")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
-def ops_command(as_json: bool):
-    """List every op in the registry: attributes, gradient rule, decomposition."""
-    from graphdsl.registry import all_ops
-    rows = []
-    for name, op in sorted(all_ops().items()):
-        if not op.differentiable:
-            gradient = "none (not differentiable)"
-        elif op.vjp is not None:
-            gradient = "vjp"
-        else:
-            gradient = "via decomposition"
-        rows.append({"op": name, "attrs": {k: repr(v) for k, v in op.attrs.items()},
-                     "primitive": op.is_primitive, "gradient": gradient,
-                     "decomposition": op.decompose is not None, "doc": op.doc})
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    width = max(len(r["op"]) for r in rows)
-    for r in rows:
-        attrs = ", ".join(f"{k}={v}" for k, v in r["attrs"].items())
-        kind = "" if r["primitive"] else " [composite]"
-        click.echo(f"{r['op']:<{width}}  ({attrs}){kind}  grad: {r['gradient']}")
-    click.echo(f"\n{len(rows)} ops")
-
-
 from .demo import demo  # noqa: E402  (each module defines one or more subcommands)
 from .models_cmd import models_command  # noqa: E402
+from .ops_cmd import ops_command  # noqa: E402
 from .onnx_cmd import export_command, import_command  # noqa: E402
 from .passes_cmd import passes_command  # noqa: E402
 from .generate_cmd import generate_command  # noqa: E402
@@ -73,6 +46,7 @@ from .fuzz_cmd import fuzz_command  # noqa: E402
 
 main.add_command(demo)
 main.add_command(models_command)
+main.add_command(ops_command)
 main.add_command(export_command)
 main.add_command(import_command)
 main.add_command(passes_command)

@@ -168,6 +168,7 @@ def _vjp(g, out, q, k, v, *rest, **attrs):
 attention_op = defop(
     "attention", attrs={"scale": None, "causal": False, "dropout_p": 0.0, "salt": 0, "has_bias": None},
     arity=(3, 5), inputs=("q", "k", "v", "bias?", "seed?"), present=_present, normalize=_normalize, infer=_infer, ref=_ref, vjp=_vjp, decompose=_decompose,
+    types="q, k, v and bias one float dtype; seed int32[] → that dtype",
     doc="dropout(softmax(scale * q @ k^T + bias, causal-masked)) @ v; fully masked rows give 0")
 
 
@@ -289,6 +290,7 @@ attention_grad = defop(
     arity=(4, 6), inputs=("q", "k", "v", "bias?", "seed?", "g"), present=_present,
     normalize=_grad_normalize, infer=_grad_infer, ref=_grad_ref, vjp=_grad_vjp,
     decompose=_grad_decompose,
+    types="q, k, v, bias and g one float dtype; seed int32[] → that dtype (the type of the input wrt names)",
     doc="the gradient of attention(q, k, v, [bias], [seed]) w.r.t. one input (attr wrt), given the output "
         "cotangent g (the last input); recomputes the probabilities; fully masked rows give 0")
 

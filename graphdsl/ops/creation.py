@@ -22,7 +22,8 @@ def _full_infer(shape, value, dtype):
 full = defop("full", attrs={"shape": (), "value": 0.0, "dtype": _dt.float32}, arity=0,
              normalize=_full_normalize, infer=_full_infer,
              ref=lambda shape, value, dtype: np.full(shape, value, dtype=dtype.np),
-             differentiable=False, doc="a tensor of the given shape filled with one value")
+             differentiable=False, types="no inputs → the dtype attribute",
+             doc="a tensor of the given shape filled with one value")
 
 
 def zeros(shape, dtype=_dt.float32):
@@ -58,6 +59,7 @@ def _iota_ref(shape, axis, dtype):
 iota = defop("iota", attrs={"shape": REQUIRED, "axis": 0, "dtype": _dt.int64},
              arity=0, normalize=_iota_normalize, infer=lambda shape, axis, dtype: TensorType(shape, dtype),
              ref=_iota_ref, differentiable=False,
+             types="no inputs → the dtype attribute",
              doc="0, 1, 2, ... along one axis of the given shape (iota(shape=(n,)) is arange(n))")
 
 

@@ -33,14 +33,14 @@ def _keep(dtype_like):
 # -- binary arithmetic --------------------------------------------------------------------------
 add = defop("add", arity=2, infer=binary_infer("add", kinds=("float", "int")),
             ref=_keep(np.add), vjp=lambda g, y, a, b: [sum_to(g, a.shape), sum_to(g, b.shape)],
-            tags=("commutative", "elementwise"))
+            doc="a + b, broadcasting (integers wrap)", tags=("commutative", "elementwise"))
 sub = defop("sub", arity=2, infer=binary_infer("sub", kinds=("float", "int")),
             ref=_keep(np.subtract), vjp=lambda g, y, a, b: [sum_to(g, a.shape), sum_to(-g, b.shape)],
-            tags=("elementwise",))
+            doc="a - b, broadcasting (integers wrap)", tags=("elementwise",))
 mul = defop("mul", arity=2, infer=binary_infer("mul", kinds=("float", "int")),
             ref=_keep(np.multiply),
             vjp=lambda g, y, a, b: [sum_to(g * b, a.shape), sum_to(g * a, b.shape)],
-            tags=("commutative", "elementwise"))
+            doc="a * b, broadcasting (integers wrap)", tags=("commutative", "elementwise"))
 
 
 def _div_ref(a, b):
@@ -81,11 +81,13 @@ maximum = defop("maximum", arity=2, infer=binary_infer("maximum", kinds=("float"
                 ref=_keep(np.maximum),
                 vjp=lambda g, y, a, b: [sum_to(where(greater_equal(a, b), g, 0.0), a.shape),
                                         sum_to(where(greater_equal(a, b), 0.0, g), b.shape)],
+                doc="the larger of a and b, elementwise; NaN if either is NaN; on a tie the gradient goes to a",
                 tags=("commutative", "elementwise"))
 minimum = defop("minimum", arity=2, infer=binary_infer("minimum", kinds=("float", "int")),
                 ref=_keep(np.minimum),
                 vjp=lambda g, y, a, b: [sum_to(where(less_equal(a, b), g, 0.0), a.shape),
                                         sum_to(where(less_equal(a, b), 0.0, g), b.shape)],
+                doc="the smaller of a and b, elementwise; NaN if either is NaN; on a tie the gradient goes to a",
                 tags=("commutative", "elementwise"))
 
 
@@ -97,26 +99,34 @@ def _signed_infer(x: TensorType) -> TensorType:
 
 
 neg = defop("neg", infer=_signed_infer, ref=_keep(np.negative), vjp=lambda g, y, x: [-g],
-            tags=("elementwise",))
+            doc="-x (integers wrap: -MIN is MIN; an unsigned -x is 2**bits - x)", tags=("elementwise",))
 abs = defop("abs", infer=_signed_infer, ref=_keep(np.abs),
-            vjp=lambda g, y, x: [where(less(x, 0.0), -g, g)], tags=("elementwise",))
+            vjp=lambda g, y, x: [where(less(x, 0.0), -g, g)],
+            doc="|x| (the gradient at 0 is taken as +1)", tags=("elementwise",))
 exp = defop("exp", infer=unary_float_infer("exp"), ref=_keep(np.exp), vjp=lambda g, y, x: [g * y],
-            tags=("elementwise",))
+            doc="e ** x", tags=("elementwise",))
 log = defop("log", infer=unary_float_infer("log"), ref=_keep(np.log), vjp=lambda g, y, x: [g / x],
-            tags=("elementwise",))
+            doc="the natural logarithm (log 0 = -inf, NaN below 0)", tags=("elementwise",))
 sqrt = defop("sqrt", infer=unary_float_infer("sqrt"), ref=_keep(np.sqrt),
-             vjp=lambda g, y, x: [g * 0.5 / y], tags=("elementwise",))
+             vjp=lambda g, y, x: [g * 0.5 / y],
+             doc="the square root (NaN below 0)", tags=("elementwise",))
 rsqrt = defop("rsqrt", infer=unary_float_infer("rsqrt"), ref=_keep(lambda x: 1.0 / np.sqrt(x)),
-              vjp=lambda g, y, x: [g * -0.5 * y * y * y], tags=("elementwise",))
+              vjp=lambda g, y, x: [g * -0.5 * y * y * y],
+              doc="1 / sqrt(x) (inf at 0, NaN below 0)", tags=("elementwise",))
 tanh = defop("tanh", infer=unary_float_infer("tanh"), ref=_keep(np.tanh),
-             vjp=lambda g, y, x: [g * (1.0 - y * y)], tags=("elementwise",))
+             vjp=lambda g, y, x: [g * (1.0 - y * y)],
+             doc="the hyperbolic tangent", tags=("elementwise",))
 sin = defop("sin", infer=unary_float_infer("sin"), ref=_keep(np.sin),
-            vjp=lambda g, y, x: [g * cos(x)], tags=("elementwise",))
+            vjp=lambda g, y, x: [g * cos(x)],
+            doc="sine (radians)", tags=("elementwise",))
 cos = defop("cos", infer=unary_float_infer("cos"), ref=_keep(np.cos),
-            vjp=lambda g, y, x: [-g * sin(x)], tags=("elementwise",))
+            vjp=lambda g, y, x: [-g * sin(x)],
+            doc="cosine (radians)", tags=("elementwise",))
 erf = defop("erf", infer=unary_float_infer("erf"),
             ref=_keep(lambda x: _erf(x.astype(np.float32) if x.dtype.itemsize < 4 else x)),
-            vjp=lambda g, y, x: [g * (2.0 / np.sqrt(np.pi)) * exp(-(x * x))], tags=("elementwise",))
+            vjp=lambda g, y, x: [g * (2.0 / np.sqrt(np.pi)) * exp(-(x * x))],
+            doc="the error function, 2/sqrt(pi) * integral of exp(-t^2) from 0 to x (f16/bf16 computed in f32)",
+            tags=("elementwise",))
 
 
 def _sigmoid_ref(x):
@@ -126,12 +136,15 @@ def _sigmoid_ref(x):
 
 
 sigmoid = defop("sigmoid", infer=unary_float_infer("sigmoid"), ref=_sigmoid_ref,
-                vjp=lambda g, y, x: [g * y * (1.0 - y)], tags=("elementwise",))
+                vjp=lambda g, y, x: [g * y * (1.0 - y)],
+                doc="1 / (1 + exp(-x)), in a form that never overflows (f16/bf16 computed in f32)",
+                tags=("elementwise",))
 relu = defop("relu", infer=_signed_infer, ref=_keep(lambda x: np.maximum(x, 0)),
-             vjp=lambda g, y, x: [where(greater(x, 0.0), g, 0.0)], tags=("elementwise",))
+             vjp=lambda g, y, x: [where(greater(x, 0.0), g, 0.0)],
+             doc="max(x, 0) (NaN stays NaN; the gradient at 0 is 0)", tags=("elementwise",))
 silu = defop("silu", infer=unary_float_infer("silu"), ref=lambda x: (x * _sigmoid_ref(x)).astype(x.dtype),
              vjp=lambda g, y, x: [g * (sigmoid(x) * (1.0 + x * (1.0 - sigmoid(x))))],
-             tags=("elementwise",))
+             doc="x * sigmoid(x) (SiLU, also called swish)", tags=("elementwise",))
 
 
 def _gelu_ref(x, approximate):
@@ -167,32 +180,33 @@ gelu = defop("gelu", attrs={"approximate": "none"}, infer=_gelu_infer, ref=_gelu
 
 
 # -- comparisons and logic -------------------------------------------------------------------------
-def _compare(name, fn):
+def _compare(name, fn, symbol):
     return defop(name, arity=2, infer=binary_infer(name, out_dtype=_dt.bool_), ref=fn,
-                 differentiable=False, tags=("elementwise", "compare"))
+                 differentiable=False, tags=("elementwise", "compare"),
+                 doc=f"a {symbol} b, elementwise, as bool, broadcasting (with a NaN only != holds)")
 
 
-equal = _compare("equal", np.equal)
-not_equal = _compare("not_equal", np.not_equal)
-less = _compare("less", np.less)
-less_equal = _compare("less_equal", np.less_equal)
-greater = _compare("greater", np.greater)
-greater_equal = _compare("greater_equal", np.greater_equal)
+equal = _compare("equal", np.equal, "==")
+not_equal = _compare("not_equal", np.not_equal, "!=")
+less = _compare("less", np.less, "<")
+less_equal = _compare("less_equal", np.less_equal, "<=")
+greater = _compare("greater", np.greater, ">")
+greater_equal = _compare("greater_equal", np.greater_equal, ">=")
 
 
-def _logic(name, fn, arity=2):
+def _logic(name, fn, doc, arity=2):
     def infer(*types):
         for t in types:
             if not t.dtype.is_bool:
                 raise TypeError_(f"takes bool inputs, got {types_str(*types)}", op=name,
                                  hint="compare first (x > 0) or cast with astype('bool')")
         return TensorType(broadcast_infer(name, *types), _dt.bool_)
-    return defop(name, arity=arity, infer=infer, ref=fn, differentiable=False, tags=("elementwise",))
+    return defop(name, arity=arity, infer=infer, ref=fn, differentiable=False, doc=doc, tags=("elementwise",))
 
 
-logical_and = _logic("logical_and", np.logical_and)
-logical_or = _logic("logical_or", np.logical_or)
-logical_not = _logic("logical_not", np.logical_not, arity=1)
+logical_and = _logic("logical_and", np.logical_and, "a and b on bools, broadcasting")
+logical_or = _logic("logical_or", np.logical_or, "a or b on bools, broadcasting")
+logical_not = _logic("logical_not", np.logical_not, "not x on bools", arity=1)
 
 
 def _where_infer(c, a, b):
@@ -207,6 +221,7 @@ where = defop("where", arity=3, infer=_where_infer,
               ref=lambda c, a, b: np.where(c, a, b).astype(a.dtype),
               vjp=lambda g, y, c, a, b: [None, sum_to(where(c, g, 0.0), a.shape),
                                          sum_to(where(c, 0.0, g), b.shape)],
+              types="cond bool; a and b one dtype, any → that dtype",
               doc="where(cond, a, b): a where cond holds, else b", tags=("elementwise",))
 
 
@@ -238,6 +253,7 @@ def _cast_normalize(x, dtype, saturate, round_mode):
 cast = defop("cast", attrs={"dtype": REQUIRED, "saturate": True, "round_mode": "up"},
              normalize=_cast_normalize, takes_storage=True,
              infer=lambda x, dtype, saturate, round_mode: x.with_dtype(dtype), ref=_cast_ref, vjp=_cast_vjp,
+             types="any dtype, storage dtypes included → the dtype attribute",
              doc="convert to another dtype: to a narrower float rounds to nearest, ties to even (NaN stays "
                  "NaN, past the largest finite value is inf); float to int truncates toward zero. To and "
                  "from the storage dtypes (float8, float4, int4, int2) as ONNX's Cast: saturate (float8) "

@@ -61,6 +61,7 @@ def _bias_act_decompose(x, bias, activation):
 bias_activation = defop(
     "bias_activation", attrs={"activation": REQUIRED}, arity=2, infer=_bias_act_infer,
     ref=_bias_act_ref, vjp=_bias_act_vjp, decompose=_bias_act_decompose,
+    types="x and bias one float dtype → same dtype",
     doc="activation(x + bias) for a bias over the last axis (gelu, gelu_tanh, relu, silu, tanh, sigmoid)",
     tags=("fused",))
 
@@ -89,6 +90,7 @@ add_layer_norm = defop(
     "add_layer_norm", attrs={"eps": 1e-5}, arity=4,
     normalize=lambda x, r, w, b, eps: get("layer_norm").normalize(x, w, b, eps=eps),
     infer=_add_ln_infer, ref=_add_ln_ref, vjp=_add_ln_vjp, decompose=_add_ln_decompose,
+    types="x, residual, weight, bias one float dtype → same dtype",
     doc="layer_norm(x + residual, weight, bias): a residual add and the LayerNorm after it",
     tags=("fused",))
 

@@ -125,6 +125,7 @@ slice = defop("slice", attrs={"axis": REQUIRED, "start": REQUIRED, "stop": None,
               normalize=_slice_normalize, infer=_slice_infer, ref=_slice_ref,
               vjp=lambda g, y, x, axis, start, stop, step: [
                   slice_grad(g, axis=axis, start=start, stop=stop, step=step, size=x.shape[axis])],
+              types="any dtype → same dtype",
               doc="x[start:stop:step] along one axis (stop None: to the end; negative ints count "
                   "from the end)")
 
@@ -156,6 +157,7 @@ slice_grad = defop("slice_grad", attrs={"axis": REQUIRED, "start": REQUIRED, "st
                    normalize=_slice_grad_normalize, infer=_slice_grad_infer, ref=_slice_grad_ref,
                    vjp=lambda g, y, x, axis, start, stop, step, size: [
                        slice(g, axis=axis, start=start, stop=stop, step=step)],
+                   types="any dtype → same dtype",
                    doc="zeros of length size along axis, with the input placed at [start:stop:step] "
                        "(the adjoint of slice)")
 
@@ -189,7 +191,8 @@ def _concat_vjp(g, y, *xs, axis):
 concat = defop("concat", attrs=("axis",), arity=(1, None),
                normalize=lambda *xs, axis: {"axis": axis_attr(axis, xs[0].rank, "concat")},
                infer=_concat_infer, ref=lambda *xs, axis: np.concatenate(xs, axis=axis),
-               vjp=_concat_vjp, doc="join tensors along an existing axis: concat(a, b, axis=1)")
+               vjp=_concat_vjp, types="any dtype, all inputs one dtype → same dtype",
+               doc="join tensors along an existing axis: concat(a, b, axis=1)")
 
 
 def _split_normalize(x, sizes, axis):
@@ -224,6 +227,7 @@ def _split_decompose(x, sizes, axis):
 
 split = defop("split", attrs=("sizes", "axis"), normalize=_split_normalize,
               infer=lambda x, sizes, axis: x, decompose=_split_decompose,
+              types="any dtype → same dtype",
               doc="a tuple of consecutive slices with the given sizes (one may be -1 for the rest)")
 
 
@@ -239,12 +243,14 @@ squeeze = defop("squeeze", attrs=("axis",),
                 normalize=lambda x, axis: {"axis": axis_attr(axis, x.rank, "squeeze")},
                 infer=_squeeze_infer, ref=lambda x, axis: np.squeeze(x, axis),
                 vjp=lambda g, y, x, axis: [unsqueeze(g, axis=axis)],
+                types="any dtype → same dtype",
                 doc="remove one axis of size 1")
 unsqueeze = defop("unsqueeze", attrs=("axis",),
                   normalize=lambda x, axis: {"axis": axis_attr(axis, x.rank + 1, "unsqueeze")},
                   infer=lambda x, axis: x.with_shape(tuple(x.shape[:axis]) + (1,) + tuple(x.shape[axis:])),
                   ref=lambda x, axis: np.expand_dims(x, axis),
                   vjp=lambda g, y, x, axis: [squeeze(g, axis=axis)],
+                  types="any dtype → same dtype",
                   doc="insert an axis of size 1 (axis counts in the output's rank; -1 appends)")
 
 
@@ -298,6 +304,7 @@ def _index_add_ref(indices, updates, axis, size):
 index_add = defop("index_add", attrs=("axis", "size"), arity=2,
                   normalize=_index_add_normalize, infer=_index_add_infer, ref=_index_add_ref,
                   vjp=lambda g, y, indices, updates, axis, size: [None, take(g, indices, axis=axis)],
+                  types="indices int; updates any dtype → updates' dtype",
                   doc="zeros with size entries along axis, updates added at the indices "
                       "(np.add.at; the adjoint of take)")
 
@@ -325,6 +332,7 @@ gather = defop("gather", attrs=("axis",), arity=2,
                infer=_gather_infer, ref=_gather_ref,
                vjp=lambda g, y, x, indices, axis: [
                    scatter_add(indices, g, axis=axis, size=x.shape[axis]), None],
+               types="x any dtype; indices int → x's dtype",
                doc="out[..., i, ...] = x[..., indices[..., i, ...], ...] along axis "
                    "(np.take_along_axis; indices have the input's rank)")
 
@@ -351,6 +359,7 @@ scatter_add = defop("scatter_add", attrs=("axis", "size"), arity=2,
                         "axis": axis_attr(axis, updates.rank, "scatter_add"), "size": as_dim(size)},
                     infer=_scatter_add_infer, ref=_scatter_add_ref,
                     vjp=lambda g, y, indices, updates, axis, size: [None, gather(g, indices, axis=axis)],
+                    types="indices int; updates any dtype → updates' dtype",
                     doc="zeros with size entries along axis, each update added at its index "
                         "(the adjoint of gather)")
 
@@ -374,6 +383,7 @@ def _one_hot_ref(indices, depth, dtype, axis):
 one_hot = defop("one_hot", attrs={"depth": REQUIRED, "dtype": _dt.float32, "axis": -1},
                 normalize=_one_hot_normalize, infer=_one_hot_infer, ref=_one_hot_ref,
                 differentiable=False,
+                types="indices int → the dtype attribute",
                 doc="1 at each index along a new axis of length depth, 0 elsewhere "
                     "(an index outside [0, depth) gives all zeros)")
 

@@ -141,10 +141,12 @@ cross_entropy = defop(
     "cross_entropy", attrs={"ignore_index": -100, "label_smoothing": 0.0, "reduction": "mean"}, arity=2,
     normalize=_class_normalize("cross_entropy"), infer=_class_infer("cross_entropy"),
     ref=_cross_entropy_ref, vjp=_cross_entropy_vjp,
+    types="logits float; targets int → logits' dtype",
     doc="softmax cross-entropy of logits [..., C] against int targets [...] (PyTorch semantics)")
 nll = defop(
     "nll", attrs={"ignore_index": -100, "reduction": "mean"}, arity=2,
     normalize=_class_normalize("nll"), infer=_class_infer("nll"), ref=_nll_ref, vjp=_nll_vjp,
+    types="log-probabilities float; targets int → their dtype",
     doc="negative log-likelihood: -logp[..., target] for log-probabilities [..., C]")
 
 

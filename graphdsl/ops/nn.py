@@ -52,6 +52,7 @@ def _numel_ref(x, axis, dtype):
 
 numel = defop("numel", attrs={"axis": None, "dtype": _dt.float32}, normalize=_numel_normalize,
               infer=lambda x, axis, dtype: TensorType((), dtype), ref=_numel_ref, differentiable=False,
+              types="any dtype → a scalar of the dtype attribute",
               doc="the number of elements of x over axis (None: all) as a scalar of dtype; "
                   "lets graphs divide by symbolic sizes")
 
@@ -184,6 +185,7 @@ def _layer_norm_vjp(g, y, x, weight, bias, eps):
 layer_norm = defop("layer_norm", attrs={"eps": 1e-5}, arity=3, normalize=_eps_normalize("layer_norm"),
                    infer=lambda x, w, b, eps: _norm_infer("layer_norm", x, w, b),
                    ref=_layer_norm_ref, vjp=_layer_norm_vjp,
+                   types="x, weight, bias one float dtype → same dtype",
                    doc="(x - mean) / sqrt(var + eps) * weight + bias over the last axis")
 
 
@@ -206,6 +208,7 @@ def _rms_norm_vjp(g, y, x, weight, eps):
 rms_norm = defop("rms_norm", attrs={"eps": 1e-6}, arity=2, normalize=_eps_normalize("rms_norm"),
                  infer=lambda x, w, eps: _norm_infer("rms_norm", x, w),
                  ref=_rms_norm_ref, vjp=_rms_norm_vjp,
+                 types="x and weight one float dtype → same dtype",
                  doc="x / sqrt(mean(x^2) + eps) * weight over the last axis")
 
 

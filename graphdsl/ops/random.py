@@ -94,6 +94,7 @@ _random_uniform = defop("random_uniform", attrs={"shape": REQUIRED, "salt": 0},
                         normalize=_uniform_normalize, infer=_uniform_infer,
                         ref=lambda seed, shape, salt: uniform_np(shape, int(seed), salt),
                         differentiable=False,
+                        types="seed int32[] → float32",
                         doc="f32 uniforms in [0, 1): a hash of (flat index, seed, salt); see random.py")
 
 
@@ -124,6 +125,7 @@ def _dropout_ref(x, seed, p, salt):
 _dropout = defop("dropout", attrs={"p": REQUIRED, "salt": 0}, arity=2, normalize=_dropout_normalize,
                  infer=_dropout_infer, ref=_dropout_ref,
                  vjp=lambda g, y, x, seed, p, salt: [dropout(g, seed, p=p, salt=salt), None],
+                 types="x float; seed int32[] → x's dtype",
                  doc="x * keep / (1 - p), keep = random_uniform(seed, x.shape, salt) >= p")
 
 

@@ -225,6 +225,7 @@ def topk_np(x: np.ndarray, k: int, axis: int, largest: bool, sorted: bool) -> np
 topk_indices = defop(
     "topk_indices", attrs={"k": REQUIRED, "axis": -1, "largest": True, "sorted": True},
     normalize=_topk_normalize, infer=_topk_infer, ref=topk_np, differentiable=False,
+    types="any dtype → int64",
     doc="int64 positions of the k largest (largest=False: smallest) elements along axis, the best "
         "first; equal elements in index order (the lower index first), NaN larger than every number; "
         "sorted=False: the same positions in increasing index order", tags=("reduction",))

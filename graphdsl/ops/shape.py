@@ -49,6 +49,7 @@ def _reshape_infer(x: TensorType, shape):
 reshape = defop("reshape", attrs=("shape",), normalize=_reshape_normalize, infer=_reshape_infer,
                 ref=lambda x, shape: np.reshape(x, shape),
                 vjp=lambda g, y, x, shape: [reshape(g, shape=tuple(x.shape))],
+                types="any dtype → same dtype",
                 doc="same elements, new shape (one dim may be -1)")
 
 
@@ -77,6 +78,7 @@ transpose = defop("transpose", attrs=("perm",), normalize=_transpose_normalize,
                   infer=lambda x, perm: x.with_shape(tuple(x.shape[p] for p in perm)),
                   ref=lambda x, perm: np.transpose(x, perm),
                   vjp=lambda g, y, x, perm: [transpose(g, perm=tuple(np.argsort(perm).tolist()))],
+                  types="any dtype → same dtype",
                   doc="permute axes (x.transpose(-1, -2), x.permute(0, 2, 1, 3))")
 
 
@@ -93,5 +95,6 @@ broadcast_to = defop("broadcast_to", attrs=("shape",),
                      # np.array, not np.ascontiguousarray: that one turns a 0-d result into shape (1,)
                      ref=lambda x, shape: np.array(np.broadcast_to(x, shape)),
                      vjp=lambda g, y, x, shape: [sum_to(g, x.shape)],
+                     types="any dtype → same dtype",
                      doc="expand size-1 and missing leading axes (PyTorch's expand)")
 expand = broadcast_to
