@@ -11,6 +11,8 @@ package's ``__init__`` like any other. The layering rules are those of docs/arch
     backends              imports graphdsl and passes
     models                imports graphdsl, backends and passes
     graphdsl.cli          is imported by no one outside it (``python -m graphdsl`` is its entry)
+    graphdsl.testing      the pytest plugin: a top layer like the command line (it compares the
+                          backends); no module of the four packages imports it, tests do
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("graphdsl", "passes", "backends", "models")
 CLI = "graphdsl.cli"
 CLI_ENTRY = "graphdsl.__main__"   # ``python -m graphdsl``: part of the command line
+TESTING = "graphdsl.testing"      # the pytest plugin users' tests load: it may import every package
 ALLOWED = {                      # package -> the packages of ours it may import (itself included)
     "graphdsl": {"graphdsl"},
     "passes": {"passes", "graphdsl"},
@@ -150,10 +153,20 @@ def test_each_package_imports_only_the_layers_below_it(package):
     allowed = ALLOWED[package]
     wrong = [f"  {module} -> {target}  ({', '.join(GRAPH.edges[module, target]['lines'])})"
              for module, target in GRAPH.edges
-             if _package(module) == package and _package(target) not in allowed
-             and not (module == CLI or module.startswith(CLI + ".") or module == CLI_ENTRY)]
+             if _package(module) == package and _package(target) not in allowed and not _top(module)]
     assert not wrong, (f"{package} may import only {', '.join(sorted(allowed))}; these imports cross "
                        f"the layering:\n" + "\n".join(sorted(wrong)))
+
+
+def _top(module: str) -> bool:
+    """The command line and the test plugin: above every package, imported by none."""
+    return module in (CLI, CLI_ENTRY, TESTING) or module.startswith(CLI + ".")
+
+
+def test_no_package_imports_the_test_plugin():
+    wrong = [f"  {module} -> {TESTING}  ({', '.join(GRAPH.edges[module, TESTING]['lines'])})"
+             for module in GRAPH.predecessors(TESTING)] if TESTING in GRAPH else []
+    assert not wrong, "graphdsl.testing is for tests; no module of the library may import it:\n" + "\n".join(wrong)
 
 
 def test_only_the_command_line_imports_the_command_line():
@@ -190,7 +203,7 @@ def _core_layer(module: str) -> int | None:
 
 def test_every_core_module_has_a_layer():
     loose = sorted(m for m in GRAPH.nodes if m.startswith("graphdsl.") and _core_layer(m) is None
-                   and not (m.startswith(CLI) or m == CLI_ENTRY))
+                   and not _top(m))
     assert not loose, f"place these modules in CORE_LAYERS: {loose}"
 
 
