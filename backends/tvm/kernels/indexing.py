@@ -68,12 +68,11 @@ def concat_axis(*xs: te.Tensor, axis: int, sizes, total) -> te.Tensor:
     def f(*i):
         pos = _i64(i[axis])
 
-        def read(j):   # input j at pos, clamped into its range (an unselected read stays in bounds)
-            at = tirx.max(tirx.min(pos, starts[j] + sizes[j] - 1), starts[j]) - starts[j]
-            return xs[j](*i[:axis], at, *i[axis + 1:])
+        def read(j):
+            return xs[j](*i[:axis], pos - starts[j], *i[axis + 1:])
         value = read(len(xs) - 1)
-        for j in range(len(xs) - 2, -1, -1):
-            value = tirx.Select(pos < starts[j + 1], read(j), value)
+        for j in range(len(xs) - 2, -1, -1):   # if_then_else reads only the chosen input
+            value = tirx.if_then_else(pos < starts[j + 1], read(j), value)
         return value
     return te.compute(shape, f, name="concat")
 

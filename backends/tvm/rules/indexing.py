@@ -18,7 +18,7 @@ from graphdsl.types import Shape
 from ..kernels import indexing as K
 from ..kernels.scatter import scatter_add_3d
 from ..table import TVM
-from .common import check_indices, check_slice
+from .common import check_indices, check_slice, own_kernel
 
 
 @TVM.register("slice")
@@ -47,7 +47,10 @@ def concat(cx, node, *xs):
         return cx.emit(R.concat(list(xs), axis=axis))
     sizes = [cx.dim(x.type.shape[axis]) for x in node.inputs]
     sizes = [tirx.const(s, "int64") if isinstance(s, int) else s for s in sizes]
-    return cx.te(K.concat_axis, *xs, axis=axis, sizes=sizes, total=cx.dim(node.type.shape[axis]))
+    out = cx.te(K.concat_axis, *xs, axis=axis, sizes=sizes, total=cx.dim(node.type.shape[axis]))
+    # its own kernel: inlined into its readers, a chain of concats (each read a choice between
+    # its inputs) grew the index expressions exponentially, and TVM's simplifier never finished
+    return own_kernel(cx, out, "concat")
 
 
 @TVM.register("squeeze")
