@@ -196,3 +196,21 @@ def test_concat_along_a_symbolic_axis_feeds_fused_kernels():
         got = exe(**feed)
         for name, value in want.items():
             np.testing.assert_allclose(got[name], value, rtol=1e-6, atol=1e-6, err_msg=f"{name} at n={n}")
+
+
+def test_a_chain_of_symbolic_concats_compiles_quickly():
+    """Each concat inlined into the next made the index expressions double: eight of them kept
+    TVM's simplifier busy for over half an hour (a fuzz run's hang). Its own kernel: seconds."""
+    import backends
+    import graphdsl
+    from graphdsl import ops
+
+    def program(a, b):
+        y = a
+        for k in range(8):
+            y = ops.concat([y, b * float(k)], axis=0) + 1.0
+        return {"y": ops.softmax(y, axis=1)}
+    graph = graphdsl.trace(program, a="f32[n,3]", b="f32[m,3]")
+    feed = {"a": np.ones((2, 3), np.float32), "b": np.arange(3, dtype=np.float32).reshape(1, 3)}
+    got = backends.compile(graph, "llvm")(**feed)["y"]
+    np.testing.assert_allclose(got, backends.compile(graph, "numpy")(**feed)["y"], rtol=1e-6, atol=1e-7)
